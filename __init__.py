@@ -1,0 +1,1 @@
+"""GOLD: cross-tokenizer on-policy distillation as a SkyRL trainer extension."""

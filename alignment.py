@@ -1,0 +1,315 @@
+"""Token bytes and linear-time span alignment of two tokenizations of one text (GOLD.md section 3).
+
+Every token contributes a (possibly empty) run of UTF-8 bytes to the decoded text. Reading those
+runs from a per-tokenizer table gives each token's byte span without decoding prefixes, and two
+tokenizations of the same text are aligned at the byte offsets where a token ends on both sides.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import weakref
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+_SPIECE_SPACE = "\u2581"
+
+
+@lru_cache(maxsize=1)
+def _byte_level_decoder() -> dict[str, int]:
+    """The inverse of GPT-2's bytes_to_unicode: printable stand-in character -> byte value."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("\u00a1"), ord("\u00ac") + 1))
+        + list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    )
+    table = {chr(b): b for b in printable}
+    shifted = 0
+    for b in range(256):
+        if b not in printable:
+            table[chr(256 + shifted)] = b
+            shifted += 1
+    return table
+
+
+def _decoder_steps(tokenizer) -> list[dict]:
+    """The backend decoder's steps (a Sequence flattened), read from the tokenizer's JSON."""
+    decoder = json.loads(tokenizer.backend_tokenizer.to_str()).get("decoder") or {}
+    return decoder.get("decoders", [decoder]) if decoder.get("type") == "Sequence" else [decoder]
+
+
+@dataclass(frozen=True, eq=False)  # identity hash: tables are cached per tokenizer and per pair
+class TokenBytes:
+    """What each token id of one tokenizer contributes to decoded text, as UTF-8 bytes.
+
+    pieces[i] is b"" for special tokens (they are zero-width: decoding skips them).
+    strip_leading_space: the decoder drops one leading space of the whole text (SentencePiece).
+    byte_fallback[i]: token i is a SentencePiece byte token such as <0x0A>.
+    """
+
+    pieces: tuple[bytes, ...]
+    strip_leading_space: bool
+    byte_fallback: np.ndarray
+    special: np.ndarray
+    eos_token_id: int | None
+    name: str
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.pieces)
+
+
+_TABLES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def token_bytes(tokenizer) -> TokenBytes:
+    """The TokenBytes table of a fast (Rust-backed) HF tokenizer, built once per tokenizer object.
+
+    Supports byte-level BPE (GPT-2, Llama 3, Qwen) and SentencePiece BPE with byte fallback
+    (Llama 2, Mistral, Phi-3, Gemma). Other decoders raise ValueError.
+    """
+    table = _TABLES.get(tokenizer)
+    if table is None:
+        table = _build_token_bytes(tokenizer)
+        _TABLES[tokenizer] = table
+    return table
+
+
+def _build_token_bytes(tokenizer) -> TokenBytes:
+    name = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            f"tokenizer {name!r} is a slow (Python) tokenizer; GOLD needs a fast tokenizer for token "
+            "bytes and offsets. Load it with AutoTokenizer.from_pretrained(path, use_fast=True) or "
+            "provide a tokenizer.json."
+        )
+    steps = {step.get("type") for step in _decoder_steps(tokenizer)}
+    byte_level = "ByteLevel" in steps
+    if not byte_level and not ({"ByteFallback", "Metaspace", "Replace"} & steps):
+        raise ValueError(
+            f"tokenizer {name!r} has decoder steps {sorted(s for s in steps if s)}; GOLD supports "
+            "byte-level BPE and SentencePiece (byte fallback) tokenizers."
+        )
+    strip = any(
+        s.get("type") == "Strip" and s.get("content") == " " and s.get("start", 0) > 0
+        for s in _decoder_steps(tokenizer)
+    ) or any(
+        s.get("type") == "Metaspace" and s.get("prepend_scheme", "always") != "never"
+        for s in _decoder_steps(tokenizer)
+    )
+
+    vocab_size = len(tokenizer)
+    tokens = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
+    added = tokenizer.added_tokens_decoder
+    special = np.zeros(vocab_size, dtype=bool)
+    byte_fallback = np.zeros(vocab_size, dtype=bool)
+    inv = _byte_level_decoder()
+    # One pass over the vocabulary when the table is first needed; everything after is lookups.
+    pieces: list[bytes] = []
+    for i, tok in enumerate(tokens):
+        if i in added:
+            special[i] = added[i].special
+            pieces.append(b"" if added[i].special else added[i].content.encode("utf-8"))
+        elif tok is None:
+            pieces.append(b"")
+        elif byte_level:
+            pieces.append(bytes(inv[ch] for ch in tok))
+        elif len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">"):
+            byte_fallback[i] = True
+            pieces.append(bytes([int(tok[3:5], 16)]))
+        else:
+            pieces.append(tok.replace(_SPIECE_SPACE, " ").encode("utf-8"))
+    return TokenBytes(
+        pieces=tuple(pieces),
+        strip_leading_space=strip,
+        byte_fallback=byte_fallback,
+        special=special,
+        eos_token_id=tokenizer.eos_token_id,
+        name=name,
+    )
+
+
+@dataclass(frozen=True)
+class DecodedTokens:
+    """A token sequence decoded to text, with each token's byte span in that text.
+
+    starts, ends: int64 [n] byte offsets into text.encode("utf-8"); tokens are contiguous and in
+    order (starts[i] == ends[i-1]); a zero-width token has starts[i] == ends[i].
+    """
+
+    text: str
+    starts: np.ndarray
+    ends: np.ndarray
+
+
+class _InvalidRanges:
+    """Codec error handler that records where invalid UTF-8 was replaced by U+FFFD."""
+
+    name = "gold-record-invalid"
+
+    def __init__(self):
+        self.ranges: list[tuple[int, int]] = []
+
+    def __call__(self, err: UnicodeDecodeError):
+        self.ranges.append((err.start, err.end))
+        return "\ufffd", err.end
+
+
+def decode_with_spans(table: TokenBytes, ids) -> DecodedTokens:
+    """Decode token ids to text and the byte span of every token in it, in one pass.
+
+    The text is the concatenated token bytes decoded as UTF-8 with invalid sequences replaced by
+    U+FFFD, which is what HF byte-level decoders produce. A token boundary inside an invalid
+    sequence moves to the end of its replacement character, so the group around it covers it.
+    """
+    pieces = [table.pieces[i] for i in ids]
+    lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
+    if table.strip_leading_space:
+        first = int(np.argmax(lengths > 0)) if lengths.any() else -1
+        if first >= 0 and pieces[first][:1] == b" ":
+            pieces[first] = pieces[first][1:]
+            lengths[first] -= 1
+    raw = b"".join(pieces)
+    ends = np.cumsum(lengths)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        recorder = _InvalidRanges()
+        codecs.register_error(_InvalidRanges.name, recorder)
+        text = raw.decode("utf-8", errors=_InvalidRanges.name)
+        ends = _map_through_replacements(ends, recorder.ranges, len(raw))
+    starts = np.concatenate(([0], ends[:-1])).astype(np.int64)
+    return DecodedTokens(text=text, starts=starts, ends=ends)
+
+
+def _map_through_replacements(offsets: np.ndarray, ranges, n_raw: int) -> np.ndarray:
+    """Map byte offsets in the raw bytes to offsets in the text re-encoded after replacement.
+
+    Each invalid range [s, e) became the 3 bytes of U+FFFD; an offset strictly inside it maps to the
+    replacement's end. Loops over invalid ranges only, which are rare.
+    """
+    position = np.arange(n_raw + 1, dtype=np.int64)
+    shift = np.zeros(n_raw + 1, dtype=np.int64)
+    for s, e in ranges:
+        shift[e:] += 3 - (e - s)
+        position[s + 1 : e] = e
+    return position[offsets] + shift[position[offsets]]
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Aligned groups of two token sequences over the same text.
+
+    student_groups: int64 [n_student] group id of each student token, non-decreasing from 0.
+    teacher_groups: int64 [n_teacher] likewise for the teacher tokens.
+    num_groups: G; every group id in [0, G) has at least one token on some side.
+    """
+
+    student_groups: np.ndarray
+    teacher_groups: np.ndarray
+    num_groups: int
+
+
+def align_spans(
+    student_starts: np.ndarray,
+    student_ends: np.ndarray,
+    teacher_starts: np.ndarray,
+    teacher_ends: np.ndarray,
+    n_bytes: int,
+) -> Alignment:
+    """Group two tokenizations of one text of n_bytes bytes at their common token ends.
+
+    Spans are byte offsets (int arrays, [n_student] and [n_teacher]). Common boundaries are the
+    offsets that end a token on both sides, plus 0 and n_bytes; consecutive boundaries delimit a
+    group. A token with a non-empty span belongs to the group holding its last byte; a zero-width
+    token joins the group that holds the byte after it (the group it precedes), or the last group
+    at the end of the text. O(n_student + n_teacher + n_bytes), vectorized.
+    """
+    ends_s = np.asarray(student_ends, dtype=np.int64)
+    ends_t = np.asarray(teacher_ends, dtype=np.int64)
+    on_student = np.zeros(n_bytes + 1, dtype=bool)
+    on_teacher = np.zeros(n_bytes + 1, dtype=bool)
+    on_student[ends_s] = True
+    on_teacher[ends_t] = True
+    common = on_student & on_teacher
+    common[0] = True
+    common[n_bytes] = True
+    # rank[p]: number of common boundaries <= p, so the group whose right boundary is the first
+    # common boundary >= p has index rank[p - 1] - 1 (0-based, the boundary at 0 is not a group).
+    rank = np.cumsum(common)
+    num_groups = max(int(rank[-1]) - 1, 1)
+
+    def groups_of(starts, ends):
+        starts = np.asarray(starts, dtype=np.int64)
+        zero_width = starts == ends
+        gid = np.where(zero_width, rank[ends] - 1, rank[np.maximum(ends - 1, 0)] - 1)
+        return np.minimum(gid, num_groups - 1)
+
+    return Alignment(
+        student_groups=groups_of(student_starts, ends_s),
+        teacher_groups=groups_of(teacher_starts, ends_t),
+        num_groups=num_groups,
+    )
+
+
+def group_text(text: str, starts: np.ndarray, ends: np.ndarray, groups: np.ndarray, g: int) -> bytes:
+    """The bytes of `text` covered by the tokens of group g (for checks and debugging)."""
+    members = np.flatnonzero(groups == g)
+    if members.size == 0:
+        return b""
+    return text.encode("utf-8")[int(starts[members[0]]) : int(ends[members[-1]])]
+
+
+@dataclass(frozen=True)
+class VocabMap:
+    """Vocabulary entries equal as byte strings on both sides (for the hybrid loss).
+
+    student_ids, teacher_ids: int64 [n_matched], pairs of ids with equal token bytes.
+    student_matched: bool [V_student]; teacher_to_student: int64 [V_teacher], -1 where unmatched.
+    """
+
+    student_ids: np.ndarray
+    teacher_ids: np.ndarray
+    student_matched: np.ndarray
+    teacher_to_student: np.ndarray
+
+    @property
+    def matched_share(self) -> float:
+        """Matched share of the teacher vocabulary: the adaptive weight of the matched part."""
+        return len(self.teacher_ids) / max(len(self.teacher_to_student), 1)
+
+
+@lru_cache(maxsize=8)
+def vocab_map(student: TokenBytes, teacher: TokenBytes) -> VocabMap:
+    """Byte-equal vocabulary map of a tokenizer pair, built once per pair (cached).
+
+    Identical vocabularies map every id to itself. Otherwise special tokens are left out and,
+    where one side holds several ids with the same bytes (a SentencePiece byte token and the
+    regular piece), the regular piece is matched.
+    """
+    if student.pieces == teacher.pieces and np.array_equal(student.special, teacher.special):
+        ids = np.arange(student.vocab_size, dtype=np.int64)
+        return VocabMap(ids, ids, np.ones(student.vocab_size, dtype=bool), ids.copy())
+
+    def canonical(table: TokenBytes) -> dict[bytes, int]:
+        by_bytes: dict[bytes, int] = {}
+        for i, piece in enumerate(table.pieces):
+            if table.special[i] or not piece:
+                continue
+            if piece not in by_bytes or table.byte_fallback[by_bytes[piece]]:
+                by_bytes[piece] = i
+        return by_bytes
+
+    student_by_bytes = canonical(student)
+    pairs = [(s, t) for piece, t in canonical(teacher).items() if (s := student_by_bytes.get(piece)) is not None]
+    pairs.sort(key=lambda p: p[1])
+    student_ids = np.array([s for s, _ in pairs], dtype=np.int64)
+    teacher_ids = np.array([t for _, t in pairs], dtype=np.int64)
+    student_matched = np.zeros(student.vocab_size, dtype=bool)
+    student_matched[student_ids] = True
+    teacher_to_student = np.full(teacher.vocab_size, -1, dtype=np.int64)
+    teacher_to_student[teacher_ids] = student_ids
+    return VocabMap(student_ids, teacher_ids, student_matched, teacher_to_student)

@@ -1,0 +1,332 @@
+"""GOLD mathematics on tensors: span log-likelihoods, rewards, merging, ULD and hybrid losses.
+
+Pure functions of tensors (GOLD.md sections 4-6); the trainer, the workers and the demo call them.
+Conventions: B samples, R response positions, G groups per sample (padded), V a vocabulary, M
+groups flattened over the batch (M = B * G), k kept entries of a top-k compression. Group ids are
+int64 with -1 on padding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+MERGES = ("geometric", "chain")
+PLACEMENTS = ("last", "spread")
+LOSS_REDUCTIONS = ("token_mean", "sequence_mean", "seq_mean_token_sum_norm")
+
+
+def shifted_logprobs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Log-probabilities that predict each position: log_softmax(z_{t-1} / tau).
+
+    logits: [B, T, V] for positions 0..T-1. Returns [B, T - 1, V]; row t predicts token t + 1.
+    """
+    return torch.log_softmax(logits[:, :-1].float() / temperature, dim=-1)
+
+
+def gather_token_logprobs(logprob_rows: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """logprob_rows: [B, R, V], token_ids: [B, R] -> [B, R] log-prob of each token under its row."""
+    return logprob_rows.gather(-1, token_ids.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+
+
+def segment_sum(values: torch.Tensor, group_ids: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Sum per group: values [B, R], group_ids [B, R] (-1 ignored) -> [B, G]."""
+    valid = group_ids >= 0
+    out = values.new_zeros(values.shape[0], num_groups)
+    return out.scatter_add(1, group_ids.clamp(min=0), torch.where(valid, values, 0.0))
+
+
+def group_sizes(group_ids: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Number of tokens in each group: group_ids [B, R] -> [B, G] (float)."""
+    return segment_sum(torch.ones_like(group_ids, dtype=torch.float32), group_ids, num_groups)
+
+
+def span_logprobs(token_logprobs: torch.Tensor, group_ids: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """log P(g): sum of the log-probs of a group's tokens. [B, R], [B, R] -> [B, G]."""
+    return segment_sum(token_logprobs, group_ids, num_groups)
+
+
+def place_group_values(values: torch.Tensor, group_ids: torch.Tensor, placement: str = "last") -> torch.Tensor:
+    """Put one value per group onto that group's student tokens (GOLD.md section 4).
+
+    values: [B, G]; group_ids: [B, R] non-decreasing along R, -1 on padding. `last` puts the value
+    on the group's last token, `spread` divides it evenly over the group's tokens; either way the
+    per-token values of a row sum to the sum of its group values. Returns [B, R].
+    """
+    valid = group_ids >= 0
+    per_token = values.gather(1, group_ids.clamp(min=0))
+    if placement == "last":
+        following = F.pad(group_ids[:, 1:], (0, 1), value=-1)
+        return torch.where(valid & (following != group_ids), per_token, 0.0)
+    if placement == "spread":
+        sizes = group_sizes(group_ids, values.shape[1]).gather(1, group_ids.clamp(min=0))
+        return torch.where(valid, per_token / sizes.clamp(min=1.0), 0.0)
+    raise ValueError(f"unknown reward placement {placement!r}; expected one of {PLACEMENTS}")
+
+
+def span_rewards(
+    student_span_logprobs: torch.Tensor,
+    teacher_span_logprobs: torch.Tensor,
+    student_group_ids: torch.Tensor,
+    placement: str = "last",
+    group_penalty: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-token rewards from span log-likelihood ratios delta_g = log P_T(g) - log P_S(g).
+
+    Spans: [B, G]; student_group_ids: [B, R]; group_penalty: optional [B, G] subtracted from delta
+    (the ULD term, coef * distance). Returns [B, R]. With one token per group this is
+    -(logp_student - logp_teacher) token for token.
+    """
+    delta = teacher_span_logprobs - student_span_logprobs
+    if group_penalty is not None:
+        delta = delta - group_penalty
+    return place_group_values(delta, student_group_ids, placement)
+
+
+def flat_group_index(group_ids: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flatten per-sample group ids to batch-global ones.
+
+    group_ids: [B, R] -> (positions [N] into the flattened [B * R], global ids [N] in [0, B * G)).
+    """
+    flat = group_ids.reshape(-1)
+    positions = torch.nonzero(flat >= 0).squeeze(-1)
+    row = positions // group_ids.shape[1]
+    return positions, row * num_groups + flat[positions]
+
+
+def merge_groups(
+    logprob_rows: torch.Tensor,
+    token_logprobs: torch.Tensor,
+    group_index: torch.Tensor,
+    num_groups: int,
+    merge: str = "geometric",
+) -> torch.Tensor:
+    """Merged per-group distributions, as log-measures (GOLD.md section 6).
+
+    logprob_rows: [N, V] predictive log-probs at each token's position; token_logprobs: [N] the
+    log-prob of the token itself; group_index: [N] in [0, M) (tokens of a group in order).
+    geometric: log m_g = log_softmax(mean_i log p_i). chain: log m_g = log p_last + sum of the
+    other tokens' log p_i(token_i), not normalized. Returns [M, V]; groups without tokens hold a
+    uniform (geometric) or all -inf (chain) row and must be masked by the caller.
+    """
+    n, vocab = logprob_rows.shape
+    if merge == "geometric":
+        summed = logprob_rows.new_zeros(num_groups, vocab).index_add(0, group_index, logprob_rows)
+        counts = torch.bincount(group_index, minlength=num_groups).clamp(min=1)
+        return torch.log_softmax(summed / counts.unsqueeze(-1).to(summed.dtype), dim=-1)
+    if merge == "chain":
+        order = torch.arange(n, device=group_index.device)
+        last = torch.full((num_groups,), -1, dtype=torch.long, device=group_index.device)
+        last = last.scatter_reduce(0, group_index, order, reduce="amax")
+        present = last >= 0
+        span = token_logprobs.new_zeros(num_groups).index_add(0, group_index, token_logprobs)
+        prefix = span - token_logprobs[last.clamp(min=0)]
+        merged = logprob_rows[last.clamp(min=0)] + prefix.unsqueeze(-1)
+        return torch.where(present.unsqueeze(-1), merged, float("-inf"))
+    raise ValueError(f"unknown merge {merge!r}; expected one of {MERGES}")
+
+
+def _sorted_desc(x: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Largest k values of each row in descending order ([M, V] -> [M, min(k, V)]); all if k is None."""
+    if k is None or k >= x.shape[-1]:
+        return torch.sort(x, dim=-1, descending=True).values
+    return torch.topk(x, k, dim=-1, sorted=True).values
+
+
+def _pad_last(x: torch.Tensor, width: int) -> torch.Tensor:
+    return F.pad(x, (0, width - x.shape[-1])) if x.shape[-1] < width else x
+
+
+def sorted_l1(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Exact ULD distance: L1 between p [M, Vp] and q [M, Vq] each sorted descending (the shorter
+    zero-padded). Invariant to permuting either vocabulary. Returns [M]."""
+    width = max(p.shape[-1], q.shape[-1])
+    return (_pad_last(_sorted_desc(p, None), width) - _pad_last(_sorted_desc(q, None), width)).abs().sum(-1)
+
+
+def sorted_l1_from_top(
+    p_top: torch.Tensor,
+    p_total: torch.Tensor,
+    q_top: torch.Tensor,
+    q_total: torch.Tensor,
+    known: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted L1 from the largest entries of two measures, with a bound on the error.
+
+    p_top: [M, kp], q_top: [M, kq] sorted descending; p_total, q_total: [M] total masses; known:
+    [M] number of leading ranks to compare (default all; ranks past it count as tail). With
+    P, Q the masses past the compared ranks, the estimate is sum_r |p_r - q_r| + |P - Q|, and the
+    exact sorted L1 lies in [estimate, estimate + 2 min(P, Q)]. Exact when either tail is empty.
+    Returns (estimate [M], bound [M]).
+    """
+    width = max(p_top.shape[-1], q_top.shape[-1])
+    p_top, q_top = _pad_last(p_top, width), _pad_last(q_top, width)
+    if known is not None:
+        compared = torch.arange(width, device=p_top.device) < known.unsqueeze(-1)
+        p_top, q_top = torch.where(compared, p_top, 0.0), torch.where(compared, q_top, 0.0)
+    p_tail = (p_total - p_top.sum(-1)).clamp(min=0.0)
+    q_tail = (q_total - q_top.sum(-1)).clamp(min=0.0)
+    estimate = (p_top - q_top).abs().sum(-1) + (p_tail - q_tail).abs()
+    return estimate, 2.0 * torch.minimum(p_tail, q_tail).detach()
+
+
+# Log-probabilities are floored here: exp(LOG_FLOOR) is 0 in float32, so entries with no mass add
+# exactly nothing, while -inf (masked logits, empty atoms) would turn gradients into NaN.
+LOG_FLOOR = -1.0e4
+
+
+def _kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
+    """KL(a || b) over the last dim for floored log-probs. [M, A] -> [M]."""
+    return (log_a.exp() * (log_a - log_b)).sum(-1)
+
+
+def generalized_jsd(student_logp: torch.Tensor, teacher_logp: torch.Tensor, beta: float = 0.5) -> torch.Tensor:
+    """Generalized Jensen-Shannon divergence per row (TRL's GOLDConfig.beta convention).
+
+    student_logp, teacher_logp: [M, A] normalized log-probs. beta=0: KL(teacher || student);
+    beta=1: KL(student || teacher); otherwise with m = beta * teacher + (1 - beta) * student,
+    beta * KL(teacher || m) + (1 - beta) * KL(student || m). Returns [M].
+    """
+    if beta == 0.0:
+        return _kl(teacher_logp, student_logp)
+    if beta == 1.0:
+        return _kl(student_logp, teacher_logp)
+    mixture = torch.logsumexp(
+        torch.stack([teacher_logp + math.log(beta), student_logp + math.log(1.0 - beta)]), dim=0
+    )
+    return beta * _kl(teacher_logp, mixture) + (1.0 - beta) * _kl(student_logp, mixture)
+
+
+@dataclass
+class TeacherGroupStats:
+    """Compact per-group teacher statistics (GOLD.md section 5), flattened over groups.
+
+    span_logprob: [M]; top_probs: [M, k] largest merged-measure entries, descending; top_ids:
+    [M, k] their teacher token ids; tail_mass: [M] merged mass outside the top k; matched_mass:
+    [M] merged mass on byte-matched vocabulary entries (hybrid loss only, else None).
+    """
+
+    span_logprob: torch.Tensor
+    top_probs: torch.Tensor | None = None
+    top_ids: torch.Tensor | None = None
+    tail_mass: torch.Tensor | None = None
+    matched_mass: torch.Tensor | None = None
+
+    @property
+    def total_mass(self) -> torch.Tensor:
+        return self.top_probs.sum(-1) + self.tail_mass
+
+
+def compress_teacher_groups(
+    merged_logm: torch.Tensor,
+    span_logprob: torch.Tensor,
+    topk: int | None,
+    teacher_matched: torch.Tensor | None = None,
+) -> TeacherGroupStats:
+    """Top-k compression of merged teacher measures: merged_logm [M, V] -> TeacherGroupStats.
+
+    topk None (or >= V) keeps the whole vocabulary, which makes every downstream result exact.
+    teacher_matched: bool [V], byte-matched teacher entries (hybrid loss).
+    """
+    vocab = merged_logm.shape[-1]
+    k = vocab if topk is None else min(topk, vocab)
+    top_logm, top_ids = torch.topk(merged_logm, k, dim=-1, sorted=True)
+    top_probs = top_logm.exp()
+    total = torch.logsumexp(merged_logm, dim=-1).exp()
+    matched_mass = None
+    if teacher_matched is not None:
+        matched_mass = torch.where(teacher_matched, merged_logm, float("-inf")).logsumexp(-1).exp()
+    return TeacherGroupStats(
+        span_logprob=span_logprob,
+        top_probs=top_probs,
+        top_ids=top_ids,
+        tail_mass=(total - top_probs.sum(-1)).clamp(min=0.0),
+        matched_mass=matched_mass,
+    )
+
+
+def uld_loss(student_logm: torch.Tensor, teacher: TeacherGroupStats, student_topk: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ULD distance per group from the student's merged log-measures [M, Vs] and the teacher's
+    compressed statistics. student_topk None sorts the student's full vocabulary.
+    Returns (distance [M], error bound [M])."""
+    p = student_logm.exp()
+    return sorted_l1_from_top(_sorted_desc(p, student_topk), p.sum(-1), teacher.top_probs, teacher.total_mass)
+
+
+def hybrid_loss(
+    student_logm: torch.Tensor,
+    teacher: TeacherGroupStats,
+    teacher_to_student: torch.Tensor,
+    student_matched: torch.Tensor,
+    beta: float = 0.5,
+    matched_weight: float = 0.5,
+    unmatched_weight: float = 0.5,
+    student_topk: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Hybrid GOLD loss per group: generalized JSD on byte-matched entries, sorted L1 on the rest.
+
+    student_logm: [M, Vs] merged student log-measures; teacher: compressed statistics with
+    matched_mass; teacher_to_student: int64 [Vt] (-1 unmatched); student_matched: bool [Vs].
+    Matched part: JSD over the atoms {each matched entry, all unmatched mass}, both sides
+    normalized; matched entries outside the teacher's top k are pooled into one atom, which is
+    empty when k covers the vocabulary (then the result is exact). Unmatched part: sorted L1 of
+    the unmatched entries. Returns per-group tensors [M]: loss, jsd, l1, l1_bound.
+    """
+    p = student_logm.exp()
+    p_total = p.sum(-1)
+    q_top, q_total = teacher.top_probs, teacher.total_mass
+
+    mapped = teacher_to_student[teacher.top_ids]
+    is_matched = mapped >= 0
+    q_atoms = torch.where(is_matched, q_top, 0.0)
+    p_atoms = torch.where(is_matched, p.gather(1, mapped.clamp(min=0)), 0.0)
+    p_matched_mass = torch.where(student_matched, p, 0.0).sum(-1)
+    q_pooled = (teacher.matched_mass - q_atoms.sum(-1)).clamp(min=0.0)
+    p_pooled = (p_matched_mass - p_atoms.sum(-1)).clamp(min=0.0)
+    q_unmatched_mass = (q_total - teacher.matched_mass).clamp(min=0.0)
+    p_unmatched_mass = (p_total - p_matched_mass).clamp(min=0.0)
+    q_dist = torch.cat([q_atoms, q_pooled[:, None], q_unmatched_mass[:, None]], dim=-1)
+    p_dist = torch.cat([p_atoms, p_pooled[:, None], p_unmatched_mass[:, None]], dim=-1)
+    jsd = generalized_jsd(_normalized_log(p_dist), _normalized_log(q_dist), beta)
+
+    # The teacher's top-k holds its largest unmatched entries in order; compare that many ranks.
+    q_unmatched_top = torch.sort(torch.where(is_matched, 0.0, q_top), dim=-1, descending=True).values
+    p_unmatched_top = _sorted_desc(torch.where(student_matched, 0.0, p), student_topk)
+    l1, bound = sorted_l1_from_top(
+        p_unmatched_top, p_unmatched_mass, q_unmatched_top, q_unmatched_mass, known=(~is_matched).sum(-1)
+    )
+    return {
+        "loss": matched_weight * jsd + unmatched_weight * l1,
+        "jsd": jsd,
+        "l1": l1,
+        "l1_bound": bound,
+    }
+
+
+def _normalized_log(measure: torch.Tensor) -> torch.Tensor:
+    """log(measure / measure.sum()) row-wise with empty entries at LOG_FLOOR. [M, A] -> [M, A]."""
+    positive = measure > 0
+    logs = torch.log(torch.where(positive, measure, 1.0)) - torch.log(measure.sum(-1, keepdim=True))
+    return torch.where(positive, logs, LOG_FLOOR)
+
+
+def reduce_group_loss(
+    loss: torch.Tensor, mask: torch.Tensor, reduction: str = "token_mean", max_len: int | None = None
+) -> torch.Tensor:
+    """Reduce per-group losses [B, G] under mask [B, G] the way SkyRL reduces per-token losses.
+
+    token_mean: mean over all groups of the batch; sequence_mean: mean over each sample's groups,
+    then over samples; seq_mean_token_sum_norm: sum over each sample's groups / max_len, then mean.
+    """
+    mask = mask.to(loss.dtype)
+    masked = torch.where(mask > 0, loss, 0.0)
+    if reduction == "token_mean":
+        return masked.sum() / mask.sum().clamp(min=1.0)
+    if reduction == "sequence_mean":
+        return (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    if reduction == "seq_mean_token_sum_norm":
+        return (masked.sum(-1) / float(max_len or loss.shape[-1])).mean()
+    raise ValueError(f"unknown loss reduction {reduction!r}; expected one of {LOSS_REDUCTIONS}")
