@@ -283,6 +283,12 @@ class VocabMap:
 
 
 @lru_cache(maxsize=8)
+def same_vocabulary(a: TokenBytes, b: TokenBytes) -> bool:
+    """Whether two tables describe one vocabulary (same bytes and special flags for every id)."""
+    return a is b or (a.pieces == b.pieces and np.array_equal(a.special, b.special))
+
+
+@lru_cache(maxsize=8)
 def vocab_map(student: TokenBytes, teacher: TokenBytes) -> VocabMap:
     """Byte-equal vocabulary map of a tokenizer pair, built once per pair (cached).
 
@@ -290,7 +296,7 @@ def vocab_map(student: TokenBytes, teacher: TokenBytes) -> VocabMap:
     where one side holds several ids with the same bytes (a SentencePiece byte token and the
     regular piece), the regular piece is matched.
     """
-    if student.pieces == teacher.pieces and np.array_equal(student.special, teacher.special):
+    if same_vocabulary(student, teacher):
         ids = np.arange(student.vocab_size, dtype=np.int64)
         return VocabMap(ids, ids, np.ones(student.vocab_size, dtype=bool), ids.copy())
 

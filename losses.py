@@ -205,15 +205,15 @@ class TeacherGroupStats:
     """Compact per-group teacher statistics (GOLD.md section 5), flattened over groups.
 
     span_logprob: [M]; top_probs: [M, k] largest merged-measure entries, descending; top_ids:
-    [M, k] their teacher token ids; tail_mass: [M] merged mass outside the top k; matched_mass:
-    [M] merged mass on byte-matched vocabulary entries (hybrid loss only, else None).
+    [M, k] their teacher token ids; tail_mass: [M] merged mass outside the top k; unmatched_mass:
+    [M] merged mass on vocabulary entries without a byte-equal student entry (hybrid loss only).
     """
 
     span_logprob: torch.Tensor
     top_probs: torch.Tensor | None = None
     top_ids: torch.Tensor | None = None
     tail_mass: torch.Tensor | None = None
-    matched_mass: torch.Tensor | None = None
+    unmatched_mass: torch.Tensor | None = None
 
     @property
     def total_mass(self) -> torch.Tensor:
@@ -236,15 +236,16 @@ def compress_teacher_groups(
     top_logm, top_ids = torch.topk(merged_logm, k, dim=-1, sorted=True)
     top_probs = top_logm.exp()
     total = torch.logsumexp(merged_logm, dim=-1).exp()
-    matched_mass = None
+    unmatched_mass = None
     if teacher_matched is not None:
-        matched_mass = torch.where(teacher_matched, merged_logm, float("-inf")).logsumexp(-1).exp()
+        # Summed directly (not total - matched) so an empty unmatched set gives exactly 0.
+        unmatched_mass = torch.where(teacher_matched, float("-inf"), merged_logm).logsumexp(-1).exp()
     return TeacherGroupStats(
         span_logprob=span_logprob,
         top_probs=top_probs,
         top_ids=top_ids,
         tail_mass=(total - top_probs.sum(-1)).clamp(min=0.0),
-        matched_mass=matched_mass,
+        unmatched_mass=unmatched_mass,
     )
 
 
@@ -269,25 +270,25 @@ def hybrid_loss(
     """Hybrid GOLD loss per group: generalized JSD on byte-matched entries, sorted L1 on the rest.
 
     student_logm: [M, Vs] merged student log-measures; teacher: compressed statistics with
-    matched_mass; teacher_to_student: int64 [Vt] (-1 unmatched); student_matched: bool [Vs].
+    unmatched_mass; teacher_to_student: int64 [Vt] (-1 unmatched); student_matched: bool [Vs].
     Matched part: JSD over the atoms {each matched entry, all unmatched mass}, both sides
     normalized; matched entries outside the teacher's top k are pooled into one atom, which is
     empty when k covers the vocabulary (then the result is exact). Unmatched part: sorted L1 of
     the unmatched entries. Returns per-group tensors [M]: loss, jsd, l1, l1_bound.
     """
     p = student_logm.exp()
-    p_total = p.sum(-1)
     q_top, q_total = teacher.top_probs, teacher.total_mass
 
     mapped = teacher_to_student[teacher.top_ids]
     is_matched = mapped >= 0
     q_atoms = torch.where(is_matched, q_top, 0.0)
     p_atoms = torch.where(is_matched, p.gather(1, mapped.clamp(min=0)), 0.0)
-    p_matched_mass = torch.where(student_matched, p, 0.0).sum(-1)
-    q_pooled = (teacher.matched_mass - q_atoms.sum(-1)).clamp(min=0.0)
-    p_pooled = (p_matched_mass - p_atoms.sum(-1)).clamp(min=0.0)
-    q_unmatched_mass = (q_total - teacher.matched_mass).clamp(min=0.0)
-    p_unmatched_mass = (p_total - p_matched_mass).clamp(min=0.0)
+    q_unmatched_mass = teacher.unmatched_mass
+    p_unmatched_mass = torch.where(student_matched, 0.0, p).sum(-1)
+    # Matched entries outside the top k, pooled; exactly empty when the top k holds all of them.
+    all_in_top = is_matched.sum(-1) == int((teacher_to_student >= 0).sum())
+    q_pooled = torch.where(all_in_top, 0.0, (q_total - q_unmatched_mass - q_atoms.sum(-1)).clamp(min=0.0))
+    p_pooled = torch.where(all_in_top, 0.0, (p.sum(-1) - p_unmatched_mass - p_atoms.sum(-1)).clamp(min=0.0))
     q_dist = torch.cat([q_atoms, q_pooled[:, None], q_unmatched_mass[:, None]], dim=-1)
     p_dist = torch.cat([p_atoms, p_pooled[:, None], p_unmatched_mass[:, None]], dim=-1)
     jsd = generalized_jsd(_normalized_log(p_dist), _normalized_log(q_dist), beta)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .alignment import Alignment, DecodedTokens, align_spans, decode_with_spans, token_bytes
+from .alignment import Alignment, DecodedTokens, align_spans, decode_with_spans, same_vocabulary, token_bytes
 
 Prompt = str | list[dict]
 
@@ -75,7 +75,8 @@ def tokenize_completion(tokenizer, text: str) -> tuple[list[int], DecodedTokens]
 def _spans_from_char_offsets(text: str, offsets) -> DecodedTokens:
     """Contiguous byte spans from a tokenizer's character offsets into `text`.
 
-    Characters the normalizer merged or dropped fall to the next token (spans are contiguous).
+    Characters the normalizer merged or dropped fall to the next token (spans are contiguous), or
+    to the last token at the end of the text.
     Byte pieces of one character share its offsets; all but the last of such a run become
     zero-width, so they join the group holding that character.
     """
@@ -86,6 +87,8 @@ def _spans_from_char_offsets(text: str, offsets) -> DecodedTokens:
     last_of_run = np.append(ends[:-1] != ends[1:], True)
     ends = np.where(last_of_run, ends, 0)
     ends = np.where(last_of_run, ends, np.concatenate(([0], np.maximum.accumulate(ends)[:-1])))
+    if len(ends):
+        ends[-1] = char_to_byte[-1]
     starts = np.concatenate(([0], ends[:-1])).astype(np.int64)
     return DecodedTokens(text=text, starts=starts, ends=ends)
 
@@ -101,6 +104,8 @@ def build_teacher_view(
 ) -> TeacherView:
     """Build the teacher's input for one student response and align the two responses.
 
+    With one vocabulary on both sides the teacher reads the student's own tokens and every token is
+    its own group (plain same-tokenizer on-policy distillation, no re-tokenization).
     A response whose last token is a student EOS (student_eos_ids, default the tokenizer's EOS)
     gets the teacher EOS appended, and the two EOS tokens form the last group.
     Truncation policy: when prompt + teacher response exceed max_teacher_length, the teacher
@@ -116,8 +121,13 @@ def build_teacher_view(
     body = ids[:-1] if ended_with_eos else ids
 
     student = decode_with_spans(student_table, body)
-    teacher_ids, teacher = tokenize_completion(teacher_tokenizer, student.text)
-    alignment = align_spans(student.starts, student.ends, teacher.starts, teacher.ends, len(student.text.encode("utf-8")))
+    if same_vocabulary(student_table, teacher_table):
+        teacher_ids, own_groups = list(body), np.arange(len(body), dtype=np.int64)
+        alignment = Alignment(own_groups, own_groups, len(body))
+    else:
+        teacher_ids, teacher = tokenize_completion(teacher_tokenizer, student.text)
+        n_bytes = len(student.text.encode("utf-8"))
+        alignment = align_spans(student.starts, student.ends, teacher.starts, teacher.ends, n_bytes)
     student_groups, teacher_groups, num_groups = _with_eos_group(alignment, ended_with_eos)
     if ended_with_eos:
         teacher_ids = teacher_ids + [teacher_table.eos_token_id]

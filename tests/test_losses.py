@@ -1,0 +1,195 @@
+"""GOLD mathematics (GOLD.md sections 4-6): span log-likelihoods, rewards, merges, ULD, JSD, hybrid."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gold_distillation.alignment import token_bytes, vocab_map
+from gold_distillation.gold_forward import HybridTables, group_measures, response_logits, student_gold_loss, teacher_payload
+from gold_distillation.losses import (
+    compress_teacher_groups,
+    flat_group_index,
+    generalized_jsd,
+    hybrid_loss,
+    merge_groups,
+    place_group_values,
+    sorted_l1,
+    sorted_l1_from_top,
+    span_rewards,
+    uld_loss,
+)
+from gold_distillation.teacher_view import build_teacher_views, collate_views
+
+from .corpus import CORPUS
+
+
+def random_logm(m, v, seed, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.log_softmax(torch.randn(m, v, generator=g) * scale, dim=-1)
+
+
+def teacher_batch(tokenizers, student="llama3.1-instruct", teacher="qwen2.5-instruct", texts=("prose", "code", "emoji")):
+    s_tok, t_tok = tokenizers[student], tokenizers[teacher]
+    responses = [s_tok(CORPUS[k], add_special_tokens=False)["input_ids"] + [s_tok.eos_token_id] for k in texts]
+    prompts = [[{"role": "user", "content": f"Write some {k}."}] for k in texts]
+    views = build_teacher_views(responses, prompts, s_tok, t_tok)
+    return responses, views, collate_views(views, pad_token_id=0)
+
+
+def test_span_logprob_equals_brute_force_chain_rule(tokenizers, tiny_qwen):
+    _, views, batch = teacher_batch(tokenizers)
+    r = batch.teacher_group_ids.shape[1]
+    with torch.no_grad():
+        logits = response_logits(tiny_qwen, batch.sequences, batch.attention_mask, r)
+        measures = group_measures(logits, batch.sequences[:, -r:], batch.teacher_group_ids, batch.num_groups, merge=None)
+        for i, view in enumerate(views[:2]):
+            full = view.prompt_ids + view.response_ids
+            token_lp = []
+            for j in range(len(view.prompt_ids), len(full)):
+                # Unpadded, one prefix at a time: log p(token_j | tokens before j).
+                row = tiny_qwen(input_ids=torch.tensor([full[:j]])).logits[0, -1]
+                token_lp.append(torch.log_softmax(row.float(), -1)[full[j]])
+            token_lp = torch.stack(token_lp)
+            for g in range(view.num_groups):
+                expected = token_lp[torch.from_numpy(view.teacher_groups == g)].sum()
+                torch.testing.assert_close(measures.span_logprob[i, g], expected, atol=2e-4, rtol=1e-5)
+
+
+def test_same_tokenizer_rewards_equal_negative_logprob_difference(tokenizers, tiny_llama):
+    tok = tokenizers["llama3.1-instruct"]
+    responses, views, batch = teacher_batch(tokenizers, "llama3.1-instruct", "llama3.1-instruct")
+    r = batch.teacher_group_ids.shape[1]
+    student = torch.nn.Module()
+    with torch.no_grad():
+        t_logits = response_logits(tiny_llama, batch.sequences, batch.attention_mask, r)
+        s_logits = t_logits * 0.7 + 0.3 * torch.randn_like(t_logits)  # any other model of the same vocabulary
+    ids = batch.sequences[:, -r:]
+    t_meas = group_measures(t_logits, ids, batch.teacher_group_ids, batch.num_groups, merge=None)
+    s_meas = group_measures(s_logits, ids, batch.student_group_ids, batch.num_groups, merge=None)
+    for placement in ("last", "spread"):
+        rewards = span_rewards(s_meas.span_logprob, t_meas.span_logprob, batch.student_group_ids, placement)
+        expected = -(s_meas.token_logprobs - t_meas.token_logprobs) * (batch.student_group_ids >= 0)
+        torch.testing.assert_close(rewards, expected, atol=0, rtol=0)
+
+
+def test_reward_placement_conserves_group_sums():
+    group_ids = torch.tensor([[0, 0, 1, 2, 2, 2, -1], [0, 1, 1, 1, -1, -1, -1]])
+    values = torch.tensor([[1.0, -2.0, 3.0], [0.5, 4.0, 0.0]])
+    last = place_group_values(values, group_ids, "last")
+    spread = place_group_values(values, group_ids, "spread")
+    assert last.tolist() == [[0, 1.0, -2.0, 0, 0, 3.0, 0], [0.5, 0, 0, 4.0, 0, 0, 0]]
+    torch.testing.assert_close(spread[0, 3:6], torch.full((3,), 1.0))
+    torch.testing.assert_close(last.sum(-1), spread.sum(-1))
+
+
+def test_sorted_l1_is_invariant_to_vocabulary_permutations():
+    p, q = random_logm(5, 300, 0).exp(), random_logm(5, 200, 1).exp()
+    base = sorted_l1(p, q)
+    assert torch.all(base > 0)
+    torch.testing.assert_close(sorted_l1(p[:, torch.randperm(300)], q[:, torch.randperm(200)]), base)
+    torch.testing.assert_close(sorted_l1(p, p[:, torch.randperm(300)]), torch.zeros(5))
+
+
+def test_geometric_merge_of_single_token_group_is_identity_and_chain_sums_to_prefix_probability():
+    rows = random_logm(6, 50, 2)
+    tokens = torch.tensor([3, 7, 1, 9, 4, 2])
+    token_lp = rows.gather(1, tokens[:, None]).squeeze(1)
+    index = torch.tensor([0, 1, 1, 1, 2, 2])
+    geometric = merge_groups(rows, token_lp, index, 3, "geometric")
+    torch.testing.assert_close(geometric[0], rows[0])
+    torch.testing.assert_close(geometric[1], torch.log_softmax(rows[1:4].mean(0), -1))
+    chain = merge_groups(rows, token_lp, index, 3, "chain")
+    torch.testing.assert_close(chain.exp().sum(-1), torch.stack([torch.tensor(1.0), token_lp[1:3].sum().exp(), token_lp[4].exp()]))
+    torch.testing.assert_close(chain[0], rows[0])
+
+
+@pytest.mark.parametrize("merge", ["geometric", "chain"])
+def test_topk_at_full_vocabulary_is_exact_and_smaller_k_within_bound(merge):
+    m, vs, vt = 8, 400, 300
+    s_rows, t_rows = random_logm(2 * m, vs, 3), random_logm(2 * m, vt, 4)
+    index = torch.arange(2 * m) // 2
+    s_lm = merge_groups(s_rows, s_rows[:, 0], index, m, merge)
+    t_lm = merge_groups(t_rows, t_rows[:, 0], index, m, merge)
+    exact = sorted_l1(s_lm.exp(), t_lm.exp())
+    full = compress_teacher_groups(t_lm, torch.zeros(m), topk=vt)
+    est, bound = uld_loss(s_lm, full, student_topk=None)
+    torch.testing.assert_close(est, exact, atol=1e-6, rtol=1e-6)
+    assert torch.all(bound == 0)
+    for k in (4, 32, 128):
+        est, bound = uld_loss(s_lm, compress_teacher_groups(t_lm, torch.zeros(m), topk=k), student_topk=k)
+        assert torch.all(est <= exact + 1e-6) and torch.all(exact <= est + bound + 1e-6)
+
+
+def test_jsd_endpoints_are_forward_and_reverse_kl():
+    s, t = random_logm(4, 100, 5), random_logm(4, 100, 6)
+    forward = F.kl_div(s, t, log_target=True, reduction="none").sum(-1)  # KL(teacher || student)
+    reverse = F.kl_div(t, s, log_target=True, reduction="none").sum(-1)  # KL(student || teacher)
+    torch.testing.assert_close(generalized_jsd(s, t, 0.0), forward)
+    torch.testing.assert_close(generalized_jsd(s, t, 1.0), reverse)
+    mid = generalized_jsd(s, t, 0.5)
+    mix = torch.logaddexp(s, t) - torch.log(torch.tensor(2.0))
+    expected = 0.5 * F.kl_div(mix, t, log_target=True, reduction="none").sum(-1) + 0.5 * F.kl_div(mix, s, log_target=True, reduction="none").sum(-1)
+    torch.testing.assert_close(mid, expected)
+    torch.testing.assert_close(generalized_jsd(s, s, 0.3), torch.zeros(4), atol=1e-6, rtol=0)
+
+
+def exact_hybrid(s_lm, t_lm, t2s, s_matched, beta, w_m, w_u):
+    """Reference: JSD over {matched entries, unmatched mass} and sorted L1 of unmatched entries."""
+    p, q = s_lm.exp(), t_lm.exp()
+    t_ids = torch.nonzero(t2s >= 0).squeeze(-1)
+    p_atoms = torch.cat([p[:, t2s[t_ids]], p[:, ~s_matched].sum(-1, keepdim=True)], -1)
+    q_atoms = torch.cat([q[:, t_ids], q[:, t2s < 0].sum(-1, keepdim=True)], -1)
+    norm = lambda x: torch.log(x / x.sum(-1, keepdim=True))
+    jsd = generalized_jsd(norm(p_atoms), norm(q_atoms), beta)
+    return w_m * jsd + w_u * sorted_l1(p[:, ~s_matched], q[:, t2s < 0])
+
+
+def test_hybrid_topk_at_full_vocabulary_equals_exact_definition():
+    m, vs, vt = 6, 120, 100
+    g = torch.Generator().manual_seed(7)
+    t2s = torch.full((vt,), -1)
+    t2s[:60] = torch.randperm(vs, generator=g)[:60]
+    s_matched = torch.zeros(vs, dtype=torch.bool)
+    s_matched[t2s[:60]] = True
+    s_lm, t_lm = random_logm(m, vs, 8), random_logm(m, vt, 9)
+    for beta in (0.0, 0.5, 1.0):
+        stats = compress_teacher_groups(t_lm, torch.zeros(m), topk=None, teacher_matched=t2s >= 0)
+        got = hybrid_loss(s_lm, stats, t2s, s_matched, beta, 0.6, 0.4, student_topk=None)["loss"]
+        torch.testing.assert_close(got, exact_hybrid(s_lm, t_lm, t2s, s_matched, beta, 0.6, 0.4), atol=1e-5, rtol=1e-5)
+
+
+def test_same_tokenizer_hybrid_equals_full_vocabulary_jsd(tokenizers):
+    table = token_bytes(tokenizers["gpt2"])
+    vmap = vocab_map(table, table)
+    v = table.vocab_size
+    s_lm, t_lm = random_logm(3, v, 10), random_logm(3, v, 11)
+    stats = compress_teacher_groups(t_lm, torch.zeros(3), topk=None, teacher_matched=torch.from_numpy(vmap.teacher_to_student >= 0))
+    got = hybrid_loss(s_lm, stats, torch.from_numpy(vmap.teacher_to_student), torch.from_numpy(vmap.student_matched), 0.5, vmap.matched_share, 1 - vmap.matched_share)
+    torch.testing.assert_close(got["loss"], generalized_jsd(s_lm, t_lm, 0.5), atol=1e-5, rtol=1e-4)
+    assert torch.all(got["l1"] == 0)
+
+
+@pytest.mark.parametrize("hybrid", [False, True])
+def test_student_gold_loss_gradients_reach_logits_and_are_finite(tokenizers, tiny_qwen, hybrid):
+    responses, views, batch = teacher_batch(tokenizers)
+    r_t = batch.teacher_group_ids.shape[1]
+    s_tab, t_tab = token_bytes(tokenizers["llama3.1-instruct"]), token_bytes(tokenizers["qwen2.5-instruct"])
+    vmap = vocab_map(s_tab, t_tab)
+    with torch.no_grad():
+        t_logits = response_logits(tiny_qwen, batch.sequences, batch.attention_mask, r_t)
+    payload = teacher_payload(t_logits, batch.sequences[:, -r_t:], batch.teacher_group_ids, batch.num_groups, topk=16,
+                              teacher_matched=torch.from_numpy(vmap.teacher_to_student >= 0) if hybrid else None)
+    r_s = batch.student_group_ids.shape[1]
+    ids = torch.full((len(responses), r_s), 0)
+    for i, resp in enumerate(responses):
+        ids[i, : len(resp)] = torch.tensor(resp)
+    s_logits = torch.randn(len(responses), r_s, s_tab.vocab_size, requires_grad=True)
+    tables = HybridTables(torch.from_numpy(vmap.teacher_to_student), torch.from_numpy(vmap.student_matched),
+                          vmap.matched_share, 1 - vmap.matched_share) if hybrid else None
+    loss, metrics = student_gold_loss(s_logits, ids, batch.student_group_ids, payload, student_topk=16, hybrid=tables)
+    loss.backward()
+    assert torch.isfinite(loss) and loss > 0
+    assert torch.all(torch.isfinite(s_logits.grad)) and s_logits.grad.abs().sum() > 0
+    # Padding positions get no gradient.
+    assert s_logits.grad[batch.student_group_ids < 0].abs().sum() == 0
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
