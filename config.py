@@ -43,8 +43,9 @@ class GOLDConfig:
     max_teacher_length: Optional[int] = None
     # Student token ids that end a response (their group is the EOS group); null = the tokenizer's EOS.
     student_eos_token_ids: Optional[list] = None
-    # Executing code shipped in a model folder is off unless turned on here.
+    # Executing code shipped in a tokenizer folder is off unless turned on here.
     teacher_trust_remote_code: bool = False
+    student_trust_remote_code: bool = False
     # Reduction of the loss-mode GOLD loss over groups; null = trainer.algorithm.loss_reduction.
     loss_reduction: Optional[str] = None
 
@@ -89,3 +90,34 @@ def hybrid_weights(gold, matched_share: float) -> tuple[float, float]:
     matched = gold.matched_weight if gold.matched_weight is not None else matched_share
     unmatched = gold.unmatched_weight if gold.unmatched_weight is not None else 1.0 - matched_share
     return float(matched), float(unmatched)
+
+
+def validate_run_config(cfg) -> None:
+    """Start-up checks of a full GOLD run config (SkyRL's config with the `gold` section).
+
+    Raises ValueError naming the key and the fix; SkyRL's own validate_cfg runs after this.
+    """
+    if "gold" not in cfg:
+        raise ValueError("config has no `gold` section. Fix: launch through gold_distillation.main_gold_distill")
+    validate_gold_config(cfg.gold)
+    algorithm, trainer = cfg.trainer.algorithm, cfg.trainer
+
+    def need(key: str, ok: bool, fix: str):
+        if not ok:
+            raise ValueError(f"{key}: {fix}")
+
+    teacher = trainer.ref.model.get("path")
+    need("trainer.ref.model.path", bool(teacher), "set it to the teacher model (folder or hub id), e.g. trainer.ref.model.path=Qwen/Qwen2.5-7B-Instruct")
+    need("trainer.algorithm.use_kl_in_reward", bool(algorithm.use_kl_in_reward),
+         "set it to true: it creates SkyRL's ref group, which runs the GOLD teacher, and calls the GOLD reward step")
+    need("trainer.algorithm.use_kl_loss", not algorithm.use_kl_loss, "set it to false: the teacher signal replaces the KL loss")
+    need("trainer.algorithm.dynamic_sampling.type", algorithm.dynamic_sampling.get("type") is None,
+         "set it to null: GOLD pairs each response with its prompt messages in generation order")
+    if cfg.gold.mode == "reward":
+        need("trainer.algorithm.advantage_estimator", algorithm.advantage_estimator == "no_op",
+             "set it to no_op: in gold.mode=reward the per-token span rewards are the advantages")
+        need("trainer.algorithm.policy_loss_type", algorithm.policy_loss_type == "importance_sampling",
+             "set it to importance_sampling for gold.mode=reward (or use gold.mode=loss)")
+    else:
+        need("trainer.use_sample_packing", not trainer.use_sample_packing,
+             "set it to false for gold.mode=loss: the GOLD policy worker reads padded logits")

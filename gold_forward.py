@@ -59,14 +59,17 @@ def group_measures(
     num_groups: int,
     temperature: float = 1.0,
     merge: str | None = "geometric",
+    token_logprobs: torch.Tensor | None = None,
 ) -> GroupMeasures:
     """Span log-probs and (merge not None) merged distributions of each group.
 
     logits: [B, R, V] predicting response_ids [B, R]; group_ids: [B, R] (-1 padding).
+    token_logprobs: [B, R] the tokens' log-probs when the caller has them already (SkyRL's model
+    wrapper computes them), so span log-probs match SkyRL's own log-probs bit for bit.
     """
     b, r, vocab = logits.shape
     logprob_rows = torch.log_softmax(logits.float() / temperature, dim=-1)
-    token_lp = gather_token_logprobs(logprob_rows, response_ids)
+    token_lp = gather_token_logprobs(logprob_rows, response_ids) if token_logprobs is None else token_logprobs.float()
     span = span_logprobs(token_lp, group_ids, num_groups)
     present = group_sizes(group_ids, num_groups) > 0
     merged = None
@@ -88,6 +91,7 @@ def teacher_payload(
     with_distributions: bool = True,
     topk: int | None = 64,
     teacher_matched: torch.Tensor | None = None,
+    token_logprobs: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The teacher's compact per-group statistics (GOLD.md section 5), never full logits.
 
@@ -97,7 +101,9 @@ def teacher_payload(
     [B, G] and, given teacher_matched (bool [V_t]), the mass on unmatched entries [B, G].
     """
     b = logits.shape[0]
-    measures = group_measures(logits, response_ids, group_ids, num_groups, temperature, merge if with_distributions else None)
+    measures = group_measures(
+        logits, response_ids, group_ids, num_groups, temperature, merge if with_distributions else None, token_logprobs
+    )
     out = {"teacher_span_logprobs": measures.span_logprob, "teacher_group_mask": measures.present}
     if with_distributions:
         stats = compress_teacher_groups(measures.merged, measures.span_logprob.reshape(-1), topk, teacher_matched)
@@ -143,6 +149,7 @@ def student_gold_loss(
     hybrid: HybridTables | None = None,
     beta: float = 0.5,
     reduction: str = "token_mean",
+    max_len: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """GOLD loss of the student against the teacher payload, with gradient through `logits`.
 
@@ -167,7 +174,7 @@ def student_gold_loss(
         per_group, bound = parts["loss"], parts["l1_bound"]
         metrics["gold/hybrid_jsd"], metrics["gold/uld_distance"] = parts["jsd"], parts["l1"]
     per_group = per_group.reshape(mask.shape)
-    loss = reduce_group_loss(per_group, mask, reduction)
+    loss = reduce_group_loss(per_group, mask, reduction, max_len)
     flat_mask = mask.reshape(-1)
     n = flat_mask.sum().clamp(min=1)
     metrics = {key: float((value.detach() * flat_mask).sum() / n) for key, value in metrics.items()}

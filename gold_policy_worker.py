@@ -1,0 +1,72 @@
+"""The student side in `loss` mode: a SkyRL FSDP policy worker whose micro-batch step is the GOLD
+loss of the student's logits against the teacher's per-group statistics (GOLD.md section 6)."""
+
+from __future__ import annotations
+
+from .skyrl_compat import patch_skyrl_imports
+
+patch_skyrl_imports()
+
+import ray  # noqa: E402
+import torch  # noqa: E402
+from skyrl_train.training_batch import TrainingInputBatch  # noqa: E402
+from skyrl_train.workers.fsdp.fsdp_worker import FSDPPolicyWorkerBase  # noqa: E402
+
+from .gold_forward import PAYLOAD_KEYS, HybridTables, student_gold_loss  # noqa: E402
+from .gold_ref_worker import compute_device  # noqa: E402
+from .gold_setup import hybrid_tables, tokenizers_from_cfg  # noqa: E402
+
+
+def student_loss(model, batch: TrainingInputBatch, cfg, hybrid: HybridTables | None = None):
+    """GOLD loss of one micro-batch with gradient through the student (device-agnostic).
+
+    model: SkyRL's HFModelWrapper around the student; batch: the trainer's batch (sequences,
+    attention_mask, loss_mask, student_group_ids, teacher payload). Returns (loss, metrics).
+    """
+    gold = cfg.gold
+    sequences, r = batch["sequences"], batch.metadata["response_length"]
+    _, output = model(sequences, r, batch["attention_mask"], temperature=gold.student_temperature, return_output=True)
+    # Tokens outside the loss mask (e.g. padding rows added for data parallelism) get no signal.
+    groups = torch.where(batch["loss_mask"] > 0, batch["student_group_ids"], -1)
+    return student_gold_loss(
+        output["logits"][:, -r - 1 : -1],  # already divided by the temperature by the wrapper
+        sequences[:, -r:],
+        groups,
+        {key: batch[key] for key in PAYLOAD_KEYS if key in batch},
+        merge=gold.merge,
+        student_topk=gold.teacher_topk,
+        hybrid=hybrid,
+        beta=gold.beta,
+        reduction=gold.loss_reduction or cfg.trainer.algorithm.loss_reduction,
+        max_len=cfg.trainer.algorithm.get("max_seq_len"),
+    )
+
+
+class GOLDPolicyWorkerBase(FSDPPolicyWorkerBase):
+    """FSDP policy worker training on `student_loss` instead of a policy-gradient loss."""
+
+    def init_model(self, model_path, num_training_steps: int = None):
+        super().init_model(model_path, num_training_steps=num_training_steps)
+        self.hybrid = None
+        if self.cfg.gold.hybrid:
+            student_tok, teacher_tok = tokenizers_from_cfg(self.cfg)
+            self.hybrid = hybrid_tables(student_tok, teacher_tok, self.cfg.gold, compute_device())
+
+    def ppo_train(self, train_data: TrainingInputBatch):
+        # skyrl-train 0.3.1 hands forward_backward an Experience that drops extra batch keys; walk
+        # the same micro-batches (same chunk size, same order, every epoch) to read the teacher payload.
+        micro = self.cfg.trainer.micro_train_batch_size_per_gpu
+        epochs = self.cfg.trainer.update_epochs_per_batch
+        self.gold_micro_batches = iter([mb for _ in range(epochs) for mb in train_data.chunk(micro)])
+        return super().ppo_train(train_data)
+
+    def forward_backward(self, experience, accumulation_steps: int) -> dict[str, float]:
+        batch = next(self.gold_micro_batches)
+        batch.to(compute_device())
+        self.model.train()
+        loss, metrics = student_loss(self.model, batch, self.cfg, self.hybrid)
+        self.strategy.backward(loss / accumulation_steps, self.model, self.optimizer)
+        return {"final_loss": float(loss.detach()), **metrics}
+
+
+GOLDPolicyWorker = ray.remote(num_gpus=1)(GOLDPolicyWorkerBase)

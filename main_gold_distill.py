@@ -1,0 +1,240 @@
+"""GOLD distillation on SkyRL: the trainer, the experiment and the hydra entrypoint.
+
+Data flow of one step (GOLD.md section 2), in the order the trainer runs it:
+  generate             SkyRL's generator; the prompt messages are kept for the teacher
+  convert_to_training_input
+                       + teacher view and alignment: teacher sequences and both sides' group ids
+  fwd_logprobs_values_reward
+                       SkyRL's student (and critic) pass, then the teacher pass on the GOLD ref worker
+  apply_reward_kl_penalty
+                       reward mode: per-token rewards from span log-ratios
+  train_critic_and_policy
+                       reward mode: SkyRL's policy worker (no_op advantages, importance_sampling);
+                       loss mode: the GOLD policy worker's loss against the teacher payload
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import hydra
+import ray
+import torch
+from omegaconf import DictConfig
+from skyrl_train.distributed.dispatch import concatenate_outputs_after_mesh_dispatch
+from skyrl_train.entrypoints.main_base import BasePPOExp
+from skyrl_train.trainer import RayPPOTrainer
+from skyrl_train.training_batch import TrainingInputBatch
+from skyrl_train.utils import initialize_ray, validate_cfg
+from skyrl_train.utils.ppo_utils import AdvantageEstimatorRegistry, PolicyLossRegistry, reduce_loss
+
+from .alignment import same_vocabulary, token_bytes
+from .config import GOLDConfig, validate_run_config
+from .gold_metrics import alignment_metrics, payload_metrics, span_ratio_metric
+from .gold_setup import load_tokenizer
+from .losses import span_logprobs, span_rewards
+from .teacher_view import build_teacher_views, collate_views
+
+CONFIG_DIR = str(Path(__file__).resolve().parent / "hydra_config")
+TEACHER_INPUT_KEYS = ("teacher_sequences", "teacher_attention_mask", "teacher_group_ids")
+
+
+def no_op_advantage(token_level_rewards: torch.Tensor, **kwargs):
+    """Advantages = returns = the per-token rewards (reward mode)."""
+    return token_level_rewards, token_level_rewards
+
+
+def importance_sampling_loss(log_probs, old_log_probs, advantages, config, loss_mask=None, rollout_logprobs=None, **kwargs):
+    """-ratio * advantage with ratio = exp(log_probs - old_log_probs), reduced as SkyRL reduces."""
+    loss = -torch.exp(log_probs - old_log_probs) * advantages
+    return reduce_loss(loss, loss_mask, config.loss_reduction, config.get("max_seq_len")), 0.0
+
+
+def register_skyrl_functions() -> None:
+    """Register reward mode's advantage estimator and policy loss, once per process (SkyRL's
+    registries are global and raise on a second registration)."""
+    if "no_op" not in AdvantageEstimatorRegistry.list_available():
+        AdvantageEstimatorRegistry.register("no_op", no_op_advantage)
+    if "importance_sampling" not in PolicyLossRegistry.list_available():
+        PolicyLossRegistry.register("importance_sampling", importance_sampling_loss)
+
+
+register_skyrl_functions()
+
+
+class GOLDDistillationTrainer(RayPPOTrainer):
+    """RayPPOTrainer whose teacher reads the student's rollouts in its own tokenization."""
+
+    def __init__(self, *args, teacher_tokenizer, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gold = self.cfg.gold
+        self.teacher_tokenizer = teacher_tokenizer
+        self.same_vocabulary = same_vocabulary(token_bytes(self.tokenizer), token_bytes(teacher_tokenizer))
+        self.rollout_prompts = None
+
+    def build_models(self, PolicyWorker, CriticWorker, RefWorker):
+        from skyrl_train.workers.fsdp.fsdp_worker import PolicyWorker as StockPolicyWorker
+
+        from .gold_policy_worker import GOLDPolicyWorker
+        from .gold_ref_worker import GOLDRefWorker
+
+        if self.gold.mode == "loss":
+            if PolicyWorker is StockPolicyWorker:
+                PolicyWorker = GOLDPolicyWorker
+            elif PolicyWorker is not GOLDPolicyWorker:
+                raise ValueError(
+                    "gold.mode=loss: the policy worker must be the GOLD policy worker "
+                    "(gold_policy_worker.GOLDPolicyWorker), which computes the GOLD loss. Fix: pass it to "
+                    "build_models, or use gold.mode=reward with SkyRL's stock policy worker."
+                )
+        super().build_models(PolicyWorker, CriticWorker, GOLDRefWorker)
+
+    async def generate(self, input_batch):
+        # skyrl-train 0.3.1 passes only token ids past generation; the teacher needs the messages.
+        self.rollout_prompts = input_batch["prompts"]
+        return await super().generate(input_batch)
+
+    def convert_to_training_input(self, generator_output, uids) -> TrainingInputBatch:
+        batch = super().convert_to_training_input(generator_output, uids)
+        return self.add_teacher_view(batch, generator_output["response_ids"], self.rollout_prompts)
+
+    def add_teacher_view(self, batch: TrainingInputBatch, responses: list[list[int]], prompts) -> TrainingInputBatch:
+        """Teacher view and alignment (GOLD.md steps 2-3): adds teacher_sequences [B, T_t],
+        teacher_attention_mask [B, T_t], teacher_group_ids [B, R_t], student_group_ids [B, R_s]
+        and metadata gold_num_groups. Rows SkyRL appended for data parallelism get no groups."""
+        n, width = len(responses), batch["response_mask"].shape[1]
+        start = time.perf_counter()
+        truncated = 0.0
+        if self.same_vocabulary:
+            # Same vocabulary: the teacher reads the student's own tokens, one group per token.
+            positions = torch.arange(width).expand(n, width)
+            groups = torch.where(batch["response_mask"][:n] > 0, positions, -1)
+            tensors = {
+                "teacher_sequences": batch["sequences"][:n],
+                "teacher_attention_mask": batch["attention_mask"][:n],
+                "teacher_group_ids": groups,
+                "student_group_ids": groups,
+            }
+            num_groups = width
+        else:
+            if prompts is None or len(prompts) != n:
+                raise ValueError(
+                    f"GOLD needs the prompt of each of the {n} responses, got "
+                    f"{None if prompts is None else len(prompts)}. Fix: generate through the trainer's "
+                    "generate() and keep trainer.algorithm.dynamic_sampling.type=null"
+                )
+            eos_ids = self.gold.student_eos_token_ids
+            views = build_teacher_views(
+                responses, list(prompts), self.tokenizer, self.teacher_tokenizer,
+                student_eos_ids=frozenset(eos_ids) if eos_ids else None,
+                max_teacher_length=self.gold.max_teacher_length,
+            )
+            collated = collate_views(views, self.teacher_tokenizer.pad_token_id, student_response_length=width)
+            tensors = {
+                "teacher_sequences": collated.sequences,
+                "teacher_attention_mask": collated.attention_mask,
+                "teacher_group_ids": collated.teacher_group_ids,
+                "student_group_ids": collated.student_group_ids,
+            }
+            num_groups = collated.num_groups
+            truncated = sum(v.truncated for v in views) / n
+        pad = batch.batch_size - n
+        for key, value in tensors.items():
+            filler = value[:pad].clone() if key in TEACHER_INPUT_KEYS[:2] else torch.full_like(value[:pad], -1)
+            batch[key] = torch.cat([value, filler])
+        batch.metadata["gold_num_groups"] = num_groups
+        self.all_metrics.update(
+            alignment_metrics(tensors["student_group_ids"], tensors["teacher_group_ids"], num_groups, batch["response_mask"][:n])
+        )
+        self.all_metrics["gold/truncated_share"] = truncated
+        self.all_metrics["gold/alignment_seconds"] = time.perf_counter() - start
+        return batch
+
+    @torch.no_grad()
+    def fwd_logprobs_values_reward(self, training_input: TrainingInputBatch) -> TrainingInputBatch:
+        # SkyRL's pass computes the student's log-probs (and critic values); the teacher pass,
+        # on the teacher's own sequences, is GOLD's, so the ref group sits SkyRL's pass out.
+        teacher_group, self.ref_model = self.ref_model, None
+        try:
+            training_input = super().fwd_logprobs_values_reward(training_input)
+        finally:
+            self.ref_model = teacher_group
+        payload = self.teacher_pass(training_input)
+        for key, value in payload.items():
+            training_input[key] = value
+        self.all_metrics.update(payload_metrics(dict(payload), training_input["teacher_group_ids"]))
+        return training_input
+
+    def teacher_pass(self, batch: TrainingInputBatch):
+        """Run the GOLD ref worker group on the teacher keys; returns the teacher payload."""
+        data = batch.select(keys=list(TEACHER_INPUT_KEYS), metadata_keys=["gold_num_groups"])
+        colocated = self.colocate_all or self.cfg.trainer.placement.colocate_policy_ref
+        if colocated:
+            self.ref_model.backload_to_gpu()
+        results = ray.get(self.ref_model.async_run_ray_method("mesh", "forward", data=data))
+        payload = concatenate_outputs_after_mesh_dispatch(self.ref_model.actor_infos, results)
+        if colocated:
+            self.ref_model.offload_to_cpu()
+            ray.get(self.ref_model.async_run_ray_method("pass_through", "empty_cache"))
+        return payload
+
+    @torch.no_grad()
+    def apply_reward_kl_penalty(self, data: TrainingInputBatch) -> TrainingInputBatch:
+        """Reward mode: per-token rewards from span log-ratios (GOLD.md section 4). In loss mode
+        the GOLD policy worker trains on the teacher payload and rewards are unused."""
+        groups, num_groups = data["student_group_ids"], data.metadata["gold_num_groups"]
+        student_spans = span_logprobs(data["action_log_probs"].float(), groups, num_groups)
+        teacher_spans = data["teacher_span_logprobs"]
+        self.all_metrics.update(span_ratio_metric(student_spans, teacher_spans, data["teacher_group_mask"].bool()))
+        if self.gold.mode == "reward":
+            rewards = span_rewards(student_spans, teacher_spans, groups, self.gold.reward_placement)
+            data["rewards"] = rewards * data["loss_mask"]
+        return data
+
+    def train_critic_and_policy(self, data: TrainingInputBatch):
+        status = super().train_critic_and_policy(data)
+        # The GOLD policy worker reports gold/* metrics; SkyRL files them under policy/.
+        for key in [k for k in self.all_metrics if k.startswith("policy/gold/")]:
+            self.all_metrics[key[len("policy/"):]] = self.all_metrics.pop(key)
+        return status
+
+
+class GOLDDistillationExp(BasePPOExp):
+    """BasePPOExp with the GOLD trainer, the teacher tokenizer and remote code off by default."""
+
+    def get_tokenizer(self, padding_side="left"):
+        tokenizer = load_tokenizer(self.cfg.trainer.policy.model.path, bool(self.cfg.gold.student_trust_remote_code))
+        tokenizer.padding_side = padding_side
+        return tokenizer
+
+    def get_trainer(self, *args, **kwargs):
+        teacher = load_tokenizer(self.cfg.trainer.ref.model.path, bool(self.cfg.gold.teacher_trust_remote_code))
+        return GOLDDistillationTrainer(*args, teacher_tokenizer=teacher, **kwargs)
+
+
+def register_gold_config() -> None:
+    """Make the `gold` section (GOLDConfig, typed) available to hydra as the config group gold/default."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(group="gold", name="default", node=GOLDConfig)
+
+
+register_gold_config()
+
+
+@ray.remote(num_cpus=1)
+def gold_entrypoint(cfg: DictConfig):
+    GOLDDistillationExp(cfg).run()
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="gold_distill", version_base=None)
+def main(cfg: DictConfig) -> None:
+    validate_run_config(cfg)
+    validate_cfg(cfg)
+    initialize_ray(cfg)
+    ray.get(gold_entrypoint.remote(cfg))
+
+
+if __name__ == "__main__":
+    main()

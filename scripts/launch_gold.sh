@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Shared body of the run_gold_distill_*.sh scripts: defaults (each overridable by environment
+# variable) turned into hydra overrides, followed by the caller's own overrides ("$@").
+# Runs from a skyrl-train checkout (this folder at examples/gold_distillation, through uv) or,
+# elsewhere, with the installed package gold_distillation (through $PYTHON).
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+
+: "${TEACHER:?set TEACHER}" "${STUDENT:?set STUDENT}"
+: "${DATA_DIR:=$HOME/data/dapo}"
+: "${NUM_GPUS:=4}"
+: "${GOLD_MODE:=reward}"
+: "${LOGGER:=wandb}"
+: "${RUN_NAME:=gold_$(basename "$STUDENT")_from_$(basename "$TEACHER")}"
+: "${PYTHON:=python}"
+
+if [[ "$(basename "$(dirname "$here")")" == "examples" && -f "$here/../../pyproject.toml" ]]; then
+  cd "$here/../.."
+  launcher=(uv run --isolated --extra vllm -m examples.gold_distillation.main_gold_distill)
+else
+  launcher=("$PYTHON" -m gold_distillation.main_gold_distill)
+fi
+
+exec "${launcher[@]}" \
+  data.train_data="['$DATA_DIR/dapo-math-17k-cleaned.parquet']" \
+  data.val_data="['$DATA_DIR/aime-2024-cleaned.parquet']" \
+  environment.env_class=aime \
+  trainer.policy.model.path="$STUDENT" \
+  trainer.ref.model.path="$TEACHER" \
+  gold.mode="$GOLD_MODE" \
+  trainer.placement.colocate_all=true \
+  trainer.strategy=fsdp2 \
+  trainer.placement.policy_num_gpus_per_node="$NUM_GPUS" \
+  trainer.placement.ref_num_gpus_per_node="$NUM_GPUS" \
+  generator.num_inference_engines="$NUM_GPUS" \
+  generator.inference_engine_tensor_parallel_size=1 \
+  generator.backend=vllm \
+  generator.run_engines_locally=true \
+  generator.n_samples_per_prompt=8 \
+  generator.sampling_params.max_generate_length=4096 \
+  generator.sampling_params.temperature=1.0 \
+  generator.eval_sampling_params.temperature=0.6 \
+  generator.eval_n_samples_per_prompt=8 \
+  trainer.max_prompt_length=1024 \
+  trainer.epochs=5 \
+  trainer.train_batch_size=64 \
+  trainer.policy_mini_batch_size=64 \
+  trainer.micro_forward_batch_size_per_gpu=2 \
+  trainer.micro_train_batch_size_per_gpu=2 \
+  trainer.policy.optimizer_config.lr=1e-6 \
+  trainer.eval_interval=10 \
+  trainer.eval_before_train=true \
+  trainer.ckpt_interval=20 \
+  trainer.logger="$LOGGER" \
+  trainer.project_name=gold_distillation \
+  trainer.run_name="$RUN_NAME" \
+  "$@"
