@@ -167,6 +167,11 @@ def student_gold_loss(
         per_group, bound = uld_loss(measures.merged, teacher, student_topk)
         metrics["gold/uld_distance"] = per_group
     else:
+        if teacher.unmatched_mass is None:
+            raise ValueError(
+                "hybrid GOLD loss without the teacher's unmatched mass in the payload. Fix: set gold.hybrid "
+                "for the whole run so the ref worker computes it"
+            )
         parts = hybrid_loss(
             measures.merged, teacher, hybrid.teacher_to_student, hybrid.student_matched, beta,
             hybrid.matched_weight, hybrid.unmatched_weight, student_topk,

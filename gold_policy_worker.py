@@ -47,6 +47,10 @@ class GOLDPolicyWorkerBase(FSDPPolicyWorkerBase):
 
     def init_model(self, model_path, num_training_steps: int = None):
         super().init_model(model_path, num_training_steps=num_training_steps)
+        self.setup_gold()
+
+    def setup_gold(self):
+        """Student-side tables of the hybrid loss (loaded once, from the two tokenizers)."""
         self.hybrid = None
         if self.cfg.gold.hybrid:
             student_tok, teacher_tok = tokenizers_from_cfg(self.cfg)

@@ -53,6 +53,10 @@ class GOLDRefWorkerBase(FSDPRefWorkerBase):
 
     def init_model(self, model_path):
         super().init_model(model_path)
+        self.setup_gold()
+
+    def setup_gold(self):
+        """Teacher-side tables of the hybrid loss (loaded once, from the two tokenizers)."""
         self.teacher_matched = None
         if self.cfg.gold.mode == "loss" and self.cfg.gold.hybrid:
             student_tok, teacher_tok = tokenizers_from_cfg(self.cfg)

@@ -1,0 +1,95 @@
+"""The hydra config: composition, overrides, start-up validation, launch scripts."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from gold_distillation.config import validate_run_config
+from gold_distillation.gold_setup import load_tokenizer
+
+from .skyrl_standins import gold_cfg
+from .test_trainer import LLAMA, QWEN
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_config_composes_with_gold_overrides():
+    cfg = gold_cfg(LLAMA, QWEN, "gold.mode=loss", "gold.beta=0.2", "gold.hybrid=true", "gold.teacher_topk=null")
+    validate_run_config(cfg)
+    assert (cfg.gold.mode, cfg.gold.beta, cfg.gold.hybrid, cfg.gold.teacher_topk) == ("loss", 0.2, True, None)
+    assert cfg.trainer.algorithm.advantage_estimator == "no_op"
+    assert cfg.trainer.algorithm.policy_loss_type == "importance_sampling"
+    assert cfg.gold.teacher_trust_remote_code is False and cfg.gold.student_trust_remote_code is False
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["gold.mode=distill"], "gold.mode"),
+        (["gold.merge=sum"], "gold.merge"),
+        (["gold.beta=1.5"], "gold.beta"),
+        (["gold.teacher_topk=0"], "gold.teacher_topk"),
+        (["gold.reward_placement=first"], "gold.reward_placement"),
+        (["gold.student_temperature=0"], "gold.student_temperature"),
+        (["gold.matched_weight=-1"], "gold.matched_weight"),
+        (["gold.loss_reduction=sum"], "gold.loss_reduction"),
+        (["trainer.ref.model.path=null"], "trainer.ref.model.path"),
+        (["trainer.algorithm.use_kl_in_reward=false"], "trainer.algorithm.use_kl_in_reward"),
+        (["trainer.algorithm.advantage_estimator=grpo"], "trainer.algorithm.advantage_estimator"),
+        (["trainer.algorithm.policy_loss_type=regular"], "trainer.algorithm.policy_loss_type"),
+        (["gold.mode=loss", "trainer.use_sample_packing=true"], "trainer.use_sample_packing"),
+    ],
+)
+def test_bad_values_fail_at_start_up_naming_the_key(overrides, key):
+    from hydra import compose, initialize_config_dir
+
+    from gold_distillation.main_gold_distill import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name="gold_distill", overrides=[f"trainer.policy.model.path={LLAMA}", f"trainer.ref.model.path={QWEN}", *overrides])
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")) as err:
+        validate_run_config(cfg)
+    assert "Fix" in str(err.value) or ": set" in str(err.value)
+
+
+@pytest.mark.parametrize("override", ["gold.unknown_key=1", "gold.beta=high"])
+def test_unknown_or_mistyped_gold_keys_fail_at_composition(override):
+    with pytest.raises(ConfigCompositionException, match="gold"):
+        gold_cfg(LLAMA, QWEN, override)
+
+
+def test_missing_teacher_folder_fails_with_the_path():
+    with pytest.raises(ValueError, match="does not exist"):
+        load_tokenizer("./no/such/teacher")
+
+
+def test_loss_mode_rejects_a_policy_worker_that_is_not_gold(tokenizers):
+    from gold_distillation.main_gold_distill import GOLDDistillationTrainer
+
+    from .skyrl_standins import DummyDataset, MagicMock
+
+    cfg = gold_cfg(LLAMA, QWEN, "gold.mode=loss")
+    trainer = GOLDDistillationTrainer(cfg=cfg, tracker=None, tokenizer=load_tokenizer(LLAMA), train_dataset=DummyDataset(),
+                                      eval_dataset=None, inference_engine_client=None, generator=MagicMock(),
+                                      teacher_tokenizer=load_tokenizer(QWEN))
+    with pytest.raises(ValueError, match="gold.mode=loss"):
+        trainer.build_models(object, None, None)
+
+
+@pytest.mark.parametrize("script,teacher", [("run_gold_distill_qwen_to_llama.sh", "Qwen/Qwen2.5-7B-Instruct"),
+                                            ("run_gold_distill_llama_to_qwen.sh", "meta-llama/Llama-3.1-8B-Instruct")])
+def test_launch_scripts_print_the_resolved_config_without_gpus(script, teacher, tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "DATA_DIR": str(tmp_path)}
+    out = subprocess.run(["bash", str(ROOT / script), "gold.mode=loss", "--cfg", "job"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"path: {teacher}" in out.stdout and "mode: loss" in out.stdout
+    assert f"{tmp_path}/dapo-math-17k-cleaned.parquet" in out.stdout and "env_class: aime" in out.stdout
+    # Environment variables override the defaults too.
+    out = subprocess.run(["bash", str(ROOT / script), "--cfg", "job"], env={**env, "TEACHER": "/models/t"}, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert "path: /models/t" in out.stdout

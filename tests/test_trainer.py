@@ -1,0 +1,132 @@
+"""GOLDDistillationTrainer driven through its GOLD steps on CPU (GOLD.md section 2), with tiny
+random Llama (student) and Qwen2 (teacher) models standing in for SkyRL's worker groups."""
+
+import asyncio
+import math
+from unittest.mock import AsyncMock
+
+import numpy as np
+import torch
+
+from gold_distillation.gold_setup import load_tokenizer
+from gold_distillation.main_gold_distill import GOLDDistillationTrainer
+from gold_distillation.teacher_view import build_teacher_view
+
+from .conftest import TOKENIZERS_DIR, tiny_model
+from .skyrl_standins import DummyDataset, MagicMock, StandInGroup, StudentForward, gold_cfg, plain_ref_worker, run_without_ray, wrap
+
+LLAMA, QWEN = str(TOKENIZERS_DIR / "llama3.1-instruct"), str(TOKENIZERS_DIR / "qwen2.5-instruct")
+PROMPTS = [
+    [{"role": "user", "content": "What is 12 * 7?"}],
+    [{"role": "user", "content": "Write a haiku about spring in Japan."}],
+    [{"role": "user", "content": "Print the squares."}],
+]
+RESPONSES = [
+    "12 * 7 = 84, so the answer is $\\boxed{84}$.",
+    "Cherry 🌸 blossoms fall\n  softly on the pond — 日本の春",
+    "for i in range(3):\n    print(i ** 2)",
+]
+
+
+def generator_output(tok, eos=(True, False, True)):
+    prompt_ids = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=True) for p in PROMPTS]
+    responses = [tok(t, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if e else []) for t, e in zip(RESPONSES, eos)]
+    return {
+        "prompt_token_ids": prompt_ids,
+        "response_ids": responses,
+        "rewards": [[0.0] * len(r) for r in responses],  # per token, as after postprocess_generator_output
+        "loss_masks": [[1] * len(r) for r in responses],
+        "stop_reasons": ["stop" if e else "length" for e in eos],
+        "rollout_metrics": None,
+        "rollout_logprobs": None,
+    }
+
+
+def build_trainer(cfg, student_model, teacher_model):
+    """The trainer as GOLDDistillationExp builds it (tokenizers through load_tokenizer), with
+    stand-in groups around the tiny models."""
+    trainer = GOLDDistillationTrainer(
+        cfg=cfg, tracker=None, tokenizer=load_tokenizer(cfg.trainer.policy.model.path), train_dataset=DummyDataset(),
+        eval_dataset=None, inference_engine_client=None, generator=MagicMock(),
+        teacher_tokenizer=load_tokenizer(cfg.trainer.ref.model.path),
+    )
+    trainer.policy_model = StandInGroup(StudentForward(wrap(student_model), cfg.generator.sampling_params.temperature))
+    trainer.ref_model = StandInGroup(plain_ref_worker(cfg, teacher_model))
+    return trainer
+
+
+def gold_step(trainer, output):
+    """generate -> convert_to_training_input -> fwd_logprobs_values_reward -> apply_reward_kl_penalty."""
+    trainer.generator.generate = AsyncMock(return_value=output)
+    asyncio.run(trainer.generate({"prompts": PROMPTS}))
+    batch = run_without_ray(trainer.convert_to_training_input, output, [str(i) for i in range(len(PROMPTS))])
+    batch = run_without_ray(trainer.fwd_logprobs_values_reward, batch)
+    return run_without_ray(trainer.apply_reward_kl_penalty, batch)
+
+
+def direct_token_logprobs(model, prompt_ids, response_ids):
+    """log p(response token | everything before it), unpadded, one sequence."""
+    ids = torch.tensor([list(prompt_ids) + list(response_ids)])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+    p = len(prompt_ids)
+    return logp[p - 1 : -1].gather(-1, ids[0, p:, None]).squeeze(-1)
+
+
+def test_reward_mode_rewards_are_span_log_ratios_of_the_models(tokenizers):
+    s_tok, t_tok = tokenizers["llama3.1-instruct"], tokenizers["qwen2.5-instruct"]
+    student, teacher = tiny_model("llama", len(s_tok), seed=3), tiny_model("qwen2", len(t_tok), seed=4)
+    cfg = gold_cfg(LLAMA, QWEN)
+    trainer = build_trainer(cfg, student, teacher)
+    output = generator_output(s_tok)
+    batch = gold_step(trainer, output)
+
+    checked_multi = 0
+    for i, (prompt, response) in enumerate(zip(PROMPTS, output["response_ids"])):
+        view = build_teacher_view(response, prompt, s_tok, t_tok)
+        s_lp = direct_token_logprobs(student, output["prompt_token_ids"][i], response)
+        t_lp = direct_token_logprobs(teacher, view.prompt_ids, view.response_ids)
+        expected = torch.zeros(batch["rewards"].shape[1])
+        for g in range(view.num_groups):
+            s_members = np.flatnonzero(view.student_groups == g)
+            delta = t_lp[torch.from_numpy(view.teacher_groups == g)].sum() - s_lp[s_members].sum()
+            expected[s_members[-1]] = delta
+            checked_multi += int(len(s_members) > 1 or (view.teacher_groups == g).sum() > 1)
+        torch.testing.assert_close(batch["rewards"][i], expected, atol=2e-4, rtol=1e-4)
+        # Summed over the response: the sequence log-likelihood ratio.
+        torch.testing.assert_close(batch["rewards"][i].sum(), t_lp.sum() - s_lp.sum(), atol=1e-3, rtol=1e-4)
+    assert checked_multi > 0
+    for key in ("gold/groups_per_response", "gold/multi_token_group_share", "gold/alignment_coverage", "gold/span_log_ratio",
+                "gold/teacher_payload_bytes_per_token", "gold/alignment_seconds", "gold/truncated_share"):
+        assert math.isfinite(trainer.all_metrics[key]), key
+    assert trainer.all_metrics["gold/alignment_coverage"] == 1.0
+    # Reward mode ships span log-probs only: a few bytes per token, never logits.
+    assert trainer.all_metrics["gold/teacher_payload_bytes_per_token"] < 16
+
+
+def test_same_tokenizer_rewards_equal_stock_on_policy_distillation_exactly(tokenizers):
+    tok = tokenizers["llama3.1-instruct"]
+    student, teacher = tiny_model("llama", len(tok), seed=5), tiny_model("llama", len(tok), seed=6)
+    cfg = gold_cfg(LLAMA, LLAMA)
+    trainer = build_trainer(cfg, student, teacher)
+    batch = gold_step(trainer, generator_output(tok))
+    # SkyRL's stock path: the ref worker's log-probs of the student's own sequences, then
+    # rewards = -(logp_student - logp_teacher) * loss_mask.
+    with torch.no_grad():
+        base = wrap(teacher)(batch["sequences"], batch.metadata["response_length"], batch["attention_mask"])
+    stock = -(batch["action_log_probs"] - base) * batch["loss_mask"]
+    assert torch.equal(batch["rewards"], stock)
+    assert trainer.all_metrics["gold/multi_token_group_share"] == 0.0
+
+
+def test_truncated_teacher_context_is_counted_not_fatal(tokenizers):
+    s_tok, t_tok = tokenizers["llama3.1-instruct"], tokenizers["qwen2.5-instruct"]
+    cfg = gold_cfg(LLAMA, QWEN, "gold.max_teacher_length=40")
+    trainer = build_trainer(cfg, tiny_model("llama", len(s_tok), seed=3), tiny_model("qwen2", len(t_tok), seed=4))
+    batch = gold_step(trainer, generator_output(s_tok))
+    assert trainer.all_metrics["gold/truncated_share"] > 0
+    assert trainer.all_metrics["gold/alignment_coverage"] < 1.0
+    assert batch["teacher_attention_mask"].sum(-1).max() <= 40
+    assert torch.all(torch.isfinite(batch["rewards"]))
+    # Student tokens whose teacher tokens were cut get no reward instead of a wrong one.
+    assert torch.all(batch["rewards"][batch["student_group_ids"] < 0] == 0)

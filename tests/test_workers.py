@@ -1,0 +1,100 @@
+"""The GOLD ref worker's forward and the loss-mode GOLD policy worker's step, as plain objects."""
+
+import numpy as np
+import pytest
+import torch
+
+from gold_distillation.gold_forward import group_measures
+from gold_distillation.gold_policy_worker import GOLDPolicyWorkerBase
+from gold_distillation.losses import sorted_l1
+
+from .conftest import tiny_model
+from .skyrl_standins import WORKER_KWARGS, CPUStrategy, MagicMock, gold_cfg, run_without_ray, wrap
+from .test_trainer import LLAMA, QWEN, build_trainer, generator_output, gold_step
+
+
+@pytest.fixture(scope="module")
+def models(tokenizers):
+    return (
+        tiny_model("llama", len(tokenizers["llama3.1-instruct"]), seed=7),
+        tiny_model("qwen2", len(tokenizers["qwen2.5-instruct"]), seed=8),
+    )
+
+
+def loss_mode_batch(cfg, models):
+    trainer = build_trainer(cfg, *models)
+    batch = gold_step(trainer, generator_output(trainer.tokenizer))
+    batch = run_without_ray(trainer.compute_advantages_and_returns, batch)
+    batch.metadata["global_step"] = 1
+    return trainer, batch
+
+
+def test_ref_worker_forward_shapes_and_exact_at_full_vocabulary(models):
+    student, teacher = models
+    cfg = gold_cfg(LLAMA, QWEN, "gold.mode=loss", "gold.teacher_topk=null")
+    trainer, batch = loss_mode_batch(cfg, models)
+    b, g, v_t = batch.batch_size, batch.metadata["gold_num_groups"], teacher.config.vocab_size
+    assert batch["teacher_span_logprobs"].shape == (b, g) and batch["teacher_group_mask"].shape == (b, g)
+    assert batch["teacher_top_probs"].shape == (b, g, v_t) and batch["teacher_top_ids"].shape == (b, g, v_t)
+    assert batch["teacher_tail_mass"].shape == (b, g)
+    assert torch.all(batch["teacher_tail_mass"][batch["teacher_group_mask"].bool()] < 1e-5)
+    # The ULD distance from the payload equals the exact sorted L1 of the full merged distributions.
+    r_t = batch["teacher_group_ids"].shape[1]
+    with torch.no_grad():
+        _, out = wrap(teacher)(batch["teacher_sequences"], r_t, batch["teacher_attention_mask"], return_output=True)
+        t_meas = group_measures(out["logits"][:, -r_t - 1 : -1], batch["teacher_sequences"][:, -r_t:], batch["teacher_group_ids"], g)
+        r = batch.metadata["response_length"]
+        _, out = wrap(student)(batch["sequences"], r, batch["attention_mask"], return_output=True)
+        s_meas = group_measures(out["logits"][:, -r - 1 : -1], batch["sequences"][:, -r:], batch["student_group_ids"], g)
+    exact = sorted_l1(s_meas.merged.exp(), t_meas.merged.exp())
+    from gold_distillation.gold_forward import stats_from_payload
+    from gold_distillation.losses import uld_loss
+
+    est, bound = uld_loss(s_meas.merged, stats_from_payload({k: batch[k] for k in ("teacher_span_logprobs", "teacher_group_mask", "teacher_top_probs", "teacher_top_ids", "teacher_tail_mass")}), None)
+    both = (s_meas.present & t_meas.present).reshape(-1)
+    torch.testing.assert_close(est[both], exact[both], atol=1e-5, rtol=1e-5)
+
+
+def test_ref_worker_default_topk_payload_is_compact(models):
+    cfg = gold_cfg(LLAMA, QWEN, "gold.mode=loss")
+    trainer, batch = loss_mode_batch(cfg, models)
+    assert batch["teacher_top_probs"].shape[-1] == cfg.gold.teacher_topk
+    assert batch["teacher_top_ids"].dtype == torch.int32
+    # k probabilities + k ids + a few scalars per group, against 2 * V bytes of bf16 logits per token.
+    assert trainer.all_metrics["gold/teacher_payload_bytes_per_token"] < 2 * models[1].config.vocab_size / 500
+
+
+def plain_policy_worker(cfg, model, lr=3e-3):
+    worker = GOLDPolicyWorkerBase(cfg=cfg, **WORKER_KWARGS)
+    worker.model = wrap(model)
+    worker.setup_gold()
+    worker.optimizer = torch.optim.Adam(worker.model.parameters(), lr=lr)
+    worker.scheduler = MagicMock(get_last_lr=lambda: [lr])
+    worker.strategy = CPUStrategy()
+    worker.policy_mini_batch_size_per_gpu = cfg.trainer.policy_mini_batch_size
+    return worker
+
+
+@pytest.mark.parametrize("hybrid", [False, True])
+def test_loss_mode_worker_step_has_finite_gradients_and_lowers_the_gold_loss(models, hybrid):
+    student, teacher = models
+    cfg = gold_cfg(LLAMA, QWEN, "gold.mode=loss", f"gold.hybrid={str(hybrid).lower()}")
+    trainer, batch = loss_mode_batch(cfg, models)
+    student = tiny_model("llama", student.config.vocab_size, seed=7)  # a fresh copy to train
+    worker = plain_policy_worker(cfg, student)
+    assert (worker.hybrid is not None) == hybrid
+
+    worker.gold_micro_batches = iter(batch.chunk(batch.batch_size))
+    status = worker.forward_backward(None, accumulation_steps=1)
+    grads = [p.grad for p in worker.model.parameters() if p.grad is not None]
+    assert grads and all(torch.all(torch.isfinite(g)) for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    assert np.isfinite(status["final_loss"]) and "gold/uld_distance" in status
+    worker.optimizer.zero_grad()
+
+    losses = []
+    for _ in range(6):
+        out = run_without_ray(worker.ppo_train, batch)
+        losses.append(out.metadata["train_status"]["final_loss"])
+    assert all(np.isfinite(losses))
+    assert losses[-1] < losses[0] * 0.9, losses
