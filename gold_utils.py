@@ -33,4 +33,10 @@ from .losses import (
 )
 from .teacher_view import TeacherBatch, TeacherView, build_teacher_view, build_teacher_views, collate_views
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    "Alignment", "TokenBytes", "VocabMap", "align_spans", "decode_with_spans", "token_bytes", "vocab_map",
+    "PAYLOAD_KEYS", "HybridTables", "group_measures", "response_logits", "stats_from_payload", "student_gold_loss",
+    "teacher_payload", "TeacherGroupStats", "compress_teacher_groups", "generalized_jsd", "hybrid_loss", "merge_groups",
+    "place_group_values", "reduce_group_loss", "segment_sum", "sorted_l1", "sorted_l1_from_top", "span_logprobs",
+    "span_rewards", "uld_loss", "TeacherBatch", "TeacherView", "build_teacher_view", "build_teacher_views", "collate_views",
+]
