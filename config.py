@@ -38,6 +38,9 @@ class GOLDConfig:
     teacher_topk: Optional[int] = 64
     # Where a group's reward goes among its student tokens: last (default) or spread evenly.
     reward_placement: str = "last"
+    # Reward mode: subtract coef * ULD distance of each group from its reward (0 = off). Costs a
+    # second student forward pass (in the GOLD policy worker) and top-k teacher distributions.
+    uld_reward_coef: float = 0.0
     # Teacher context limit (prompt + response tokens); longer teacher views are truncated at the end
     # of the response and the cut groups get no signal (counted in gold/truncated_share). null = none.
     max_teacher_length: Optional[int] = None
@@ -80,9 +83,17 @@ def validate_gold_config(gold) -> None:
     for key, ok, fix in checks:
         if not ok:
             _fail(key, f"invalid value {get(key)!r}", fix)
+    if float(get("uld_reward_coef")) < 0:
+        _fail("uld_reward_coef", f"negative coefficient {get('uld_reward_coef')!r}", "use 0 (off) or a positive weight")
     for key in ("matched_weight", "unmatched_weight"):
         if get(key) is not None and float(get(key)) < 0:
             _fail(key, f"negative weight {get(key)!r}", "use a weight >= 0, or null for the adaptive default")
+
+
+def needs_teacher_distributions(gold) -> bool:
+    """Whether the teacher ships top-k merged distributions (loss mode, or the ULD reward term); the
+    same runs need the GOLD policy worker, for its loss or for the student's group statistics."""
+    return gold.mode == "loss" or float(gold.uld_reward_coef) > 0
 
 
 def hybrid_weights(gold, matched_share: float) -> tuple[float, float]:

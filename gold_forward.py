@@ -18,9 +18,14 @@ from .losses import (
     hybrid_loss,
     merge_groups,
     reduce_group_loss,
+    sorted_l1_from_top,
     span_logprobs,
     uld_loss,
 )
+
+# Batch keys of the teacher pass ([B, T_t], [B, T_t], [B, R_t]) and of the student-statistics pass.
+TEACHER_INPUT_KEYS = ("teacher_sequences", "teacher_attention_mask", "teacher_group_ids")
+STUDENT_INPUT_KEYS = ("sequences", "attention_mask", "student_group_ids")
 
 # Keys of the teacher payload in a TrainingInputBatch; each is [B, G, ...].
 PAYLOAD_KEYS = (
@@ -114,6 +119,37 @@ def teacher_payload(
         if stats.unmatched_mass is not None:
             out["teacher_unmatched_mass"] = stats.unmatched_mass.reshape(b, num_groups)
     return out
+
+
+def student_payload(
+    logits: torch.Tensor,
+    response_ids: torch.Tensor,
+    group_ids: torch.Tensor,
+    num_groups: int,
+    merge: str = "geometric",
+    topk: int | None = 64,
+) -> dict[str, torch.Tensor]:
+    """The student's merged group distributions compressed like the teacher's, for the reward-mode
+    ULD term: student_top_probs [B, G, k], student_tail_mass [B, G], student_group_mask [B, G].
+    logits: [B, R, V_s] (temperature already applied) predicting response_ids [B, R]."""
+    b = logits.shape[0]
+    measures = group_measures(logits, response_ids, group_ids, num_groups, 1.0, merge)
+    stats = compress_teacher_groups(measures.merged, measures.span_logprob.reshape(-1), topk)
+    return {
+        "student_top_probs": stats.top_probs.reshape(b, num_groups, -1),
+        "student_tail_mass": stats.tail_mass.reshape(b, num_groups),
+        "student_group_mask": measures.present,
+    }
+
+
+def uld_between_payloads(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """ULD distance per group from the two compressed payloads. Returns (distance [B, G], error
+    bound [B, G]); exact when either side kept its whole vocabulary."""
+    shape = student["student_tail_mass"].shape
+    s_top, t_top = student["student_top_probs"].flatten(0, 1), teacher["teacher_top_probs"].flatten(0, 1).float()
+    s_tail, t_tail = student["student_tail_mass"].reshape(-1), teacher["teacher_tail_mass"].reshape(-1).float()
+    distance, bound = sorted_l1_from_top(s_top, s_top.sum(-1) + s_tail, t_top, t_top.sum(-1) + t_tail)
+    return distance.reshape(shape), bound.reshape(shape)
 
 
 def stats_from_payload(payload: dict[str, torch.Tensor]) -> TeacherGroupStats:

@@ -1,5 +1,7 @@
-"""The student side in `loss` mode: a SkyRL FSDP policy worker whose micro-batch step is the GOLD
-loss of the student's logits against the teacher's per-group statistics (GOLD.md section 6)."""
+"""The student side: a SkyRL FSDP policy worker whose micro-batch step, in `loss` mode, is the GOLD
+loss of the student's logits against the teacher's per-group statistics (GOLD.md section 6), and
+whose forward, given group ids, returns the student's compressed group distributions (for the
+reward-mode ULD term). Otherwise it is SkyRL's policy worker."""
 
 from __future__ import annotations
 
@@ -9,10 +11,10 @@ patch_skyrl_imports()
 
 import ray  # noqa: E402
 import torch  # noqa: E402
-from skyrl_train.training_batch import TrainingInputBatch  # noqa: E402
+from skyrl_train.training_batch import TrainingInputBatch, TrainingOutputBatch  # noqa: E402
 from skyrl_train.workers.fsdp.fsdp_worker import FSDPPolicyWorkerBase  # noqa: E402
 
-from .gold_forward import PAYLOAD_KEYS, HybridTables, student_gold_loss  # noqa: E402
+from .gold_forward import PAYLOAD_KEYS, HybridTables, student_gold_loss, student_payload  # noqa: E402
 from .gold_ref_worker import compute_device  # noqa: E402
 from .gold_setup import hybrid_tables, tokenizers_from_cfg  # noqa: E402
 
@@ -42,8 +44,19 @@ def student_loss(model, batch: TrainingInputBatch, cfg, hybrid: HybridTables | N
     )
 
 
+def student_statistics(model, batch: TrainingInputBatch, gold) -> dict:
+    """The student's compressed group distributions of one micro-batch (device-agnostic, no grad):
+    student_payload's dict for sequences, attention_mask, student_group_ids and gold_num_groups."""
+    sequences, r = batch["sequences"], batch.metadata["response_length"]
+    _, output = model(sequences, r, batch["attention_mask"], temperature=gold.student_temperature, return_output=True)
+    return student_payload(
+        output["logits"][:, -r - 1 : -1], sequences[:, -r:], batch["student_group_ids"],
+        batch.metadata["gold_num_groups"], gold.merge, gold.teacher_topk,
+    )
+
+
 class GOLDPolicyWorkerBase(FSDPPolicyWorkerBase):
-    """FSDP policy worker training on `student_loss` instead of a policy-gradient loss."""
+    """FSDP policy worker: GOLD loss in loss mode, student group statistics on request."""
 
     def init_model(self, model_path, num_training_steps: int = None):
         super().init_model(model_path, num_training_steps=num_training_steps)
@@ -56,7 +69,20 @@ class GOLDPolicyWorkerBase(FSDPPolicyWorkerBase):
             student_tok, teacher_tok = tokenizers_from_cfg(self.cfg)
             self.hybrid = hybrid_tables(student_tok, teacher_tok, self.cfg.gold, compute_device())
 
+    def _forward_micro_batch(self, micro_batch: TrainingInputBatch) -> TrainingOutputBatch:
+        if "student_group_ids" not in micro_batch:
+            return super()._forward_micro_batch(micro_batch)
+        micro_batch.to(compute_device())
+        self.model.eval()
+        with torch.no_grad():
+            stats = student_statistics(self.model, micro_batch, self.cfg.gold)
+        output = TrainingOutputBatch({key: value.cpu() for key, value in stats.items()})
+        output.metadata = micro_batch.metadata
+        return output
+
     def ppo_train(self, train_data: TrainingInputBatch):
+        if self.cfg.gold.mode != "loss":
+            return super().ppo_train(train_data)
         # skyrl-train 0.3.1 hands forward_backward an Experience that drops extra batch keys; walk
         # the same micro-batches (same chunk size, same order, every epoch) to read the teacher payload.
         micro = self.cfg.trainer.micro_train_batch_size_per_gpu
@@ -65,6 +91,8 @@ class GOLDPolicyWorkerBase(FSDPPolicyWorkerBase):
         return super().ppo_train(train_data)
 
     def forward_backward(self, experience, accumulation_steps: int) -> dict[str, float]:
+        if self.cfg.gold.mode != "loss":
+            return super().forward_backward(experience, accumulation_steps)
         batch = next(self.gold_micro_batches)
         batch.to(compute_device())
         self.model.train()

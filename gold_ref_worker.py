@@ -12,11 +12,10 @@ import torch  # noqa: E402
 from skyrl_train.training_batch import TrainingInputBatch, TrainingOutputBatch  # noqa: E402
 from skyrl_train.workers.fsdp.fsdp_worker import FSDPRefWorkerBase  # noqa: E402
 
+from .config import needs_teacher_distributions  # noqa: E402
 from .gold_forward import teacher_payload  # noqa: E402
 from .gold_setup import hybrid_tables, tokenizers_from_cfg  # noqa: E402
 
-# Batch keys the trainer adds for the teacher pass ([B, T_t], [B, T_t], [B, R_t]).
-TEACHER_INPUT_KEYS = ("teacher_sequences", "teacher_attention_mask", "teacher_group_ids")
 
 
 def compute_device() -> torch.device:
@@ -26,7 +25,7 @@ def compute_device() -> torch.device:
 def teacher_forward(model, batch: TrainingInputBatch, gold, teacher_matched: torch.Tensor | None = None) -> dict:
     """Teacher statistics of one micro-batch (device-agnostic).
 
-    model: SkyRL's HFModelWrapper around the teacher; batch: TEACHER_INPUT_KEYS plus metadata
+    model: SkyRL's HFModelWrapper around the teacher; batch: gold_forward.TEACHER_INPUT_KEYS plus metadata
     gold_num_groups (G). Returns teacher_payload's dict ([B, G] span log-probs and mask; in loss
     mode top-k probs/ids [B, G, k], tail mass [B, G] and, for the hybrid loss, unmatched mass).
     """
@@ -41,7 +40,7 @@ def teacher_forward(model, batch: TrainingInputBatch, gold, teacher_matched: tor
         groups,
         batch.metadata["gold_num_groups"],
         merge=gold.merge,
-        with_distributions=gold.mode == "loss",
+        with_distributions=needs_teacher_distributions(gold),
         topk=gold.teacher_topk,
         teacher_matched=teacher_matched,
         token_logprobs=token_lp,

@@ -30,14 +30,14 @@ from skyrl_train.utils import initialize_ray, validate_cfg
 from skyrl_train.utils.ppo_utils import AdvantageEstimatorRegistry, PolicyLossRegistry, reduce_loss
 
 from .alignment import same_vocabulary, token_bytes
-from .config import GOLDConfig, validate_run_config
+from .config import GOLDConfig, needs_teacher_distributions, validate_run_config
+from .gold_forward import STUDENT_INPUT_KEYS, TEACHER_INPUT_KEYS, uld_between_payloads
 from .gold_metrics import alignment_metrics, payload_metrics, span_ratio_metric
 from .gold_setup import load_tokenizer
 from .losses import span_logprobs, span_rewards
 from .teacher_view import build_teacher_views, collate_views
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "hydra_config")
-TEACHER_INPUT_KEYS = ("teacher_sequences", "teacher_attention_mask", "teacher_group_ids")
 
 
 def no_op_advantage(token_level_rewards: torch.Tensor, **kwargs):
@@ -79,14 +79,15 @@ class GOLDDistillationTrainer(RayPPOTrainer):
         from .gold_policy_worker import GOLDPolicyWorker
         from .gold_ref_worker import GOLDRefWorker
 
-        if self.gold.mode == "loss":
+        if needs_teacher_distributions(self.gold):
             if PolicyWorker is StockPolicyWorker:
                 PolicyWorker = GOLDPolicyWorker
             elif PolicyWorker is not GOLDPolicyWorker:
                 raise ValueError(
-                    "gold.mode=loss: the policy worker must be the GOLD policy worker "
-                    "(gold_policy_worker.GOLDPolicyWorker), which computes the GOLD loss. Fix: pass it to "
-                    "build_models, or use gold.mode=reward with SkyRL's stock policy worker."
+                    f"gold.mode={self.gold.mode} with gold.uld_reward_coef={self.gold.uld_reward_coef}: the policy "
+                    "worker must be the GOLD policy worker (gold_policy_worker.GOLDPolicyWorker), which computes "
+                    "the GOLD loss and the student's group statistics. Fix: pass it to build_models, or use "
+                    "gold.mode=reward with gold.uld_reward_coef=0 and SkyRL's stock policy worker."
                 )
         super().build_models(PolicyWorker, CriticWorker, GOLDRefWorker)
 
@@ -160,24 +161,28 @@ class GOLDDistillationTrainer(RayPPOTrainer):
             training_input = super().fwd_logprobs_values_reward(training_input)
         finally:
             self.ref_model = teacher_group
-        payload = self.teacher_pass(training_input)
+        colocated = self.colocate_all or self.cfg.trainer.placement.colocate_policy_ref
+        payload = self.run_group(self.ref_model, training_input, TEACHER_INPUT_KEYS, colocated)
         for key, value in payload.items():
             training_input[key] = value
         self.all_metrics.update(payload_metrics(dict(payload), training_input["teacher_group_ids"]))
+        if self.gold.mode == "reward" and self.gold.uld_reward_coef > 0:
+            student = self.run_group(self.policy_model, training_input, STUDENT_INPUT_KEYS, self.colocate_all)
+            distance, _ = uld_between_payloads(dict(student), dict(payload))
+            training_input["gold_uld_distance"] = distance
         return training_input
 
-    def teacher_pass(self, batch: TrainingInputBatch):
-        """Run the GOLD ref worker group on the teacher keys; returns the teacher payload."""
-        data = batch.select(keys=list(TEACHER_INPUT_KEYS), metadata_keys=["gold_num_groups"])
-        colocated = self.colocate_all or self.cfg.trainer.placement.colocate_policy_ref
+    def run_group(self, group, batch: TrainingInputBatch, keys, colocated: bool):
+        """Run a worker group's forward on the given batch keys; returns its concatenated output."""
+        data = batch.select(keys=list(keys), metadata_keys=["response_length", "gold_num_groups"])
         if colocated:
-            self.ref_model.backload_to_gpu()
-        results = ray.get(self.ref_model.async_run_ray_method("mesh", "forward", data=data))
-        payload = concatenate_outputs_after_mesh_dispatch(self.ref_model.actor_infos, results)
+            group.backload_to_gpu()
+        results = ray.get(group.async_run_ray_method("mesh", "forward", data=data))
+        output = concatenate_outputs_after_mesh_dispatch(group.actor_infos, results)
         if colocated:
-            self.ref_model.offload_to_cpu()
-            ray.get(self.ref_model.async_run_ray_method("pass_through", "empty_cache"))
-        return payload
+            group.offload_to_cpu()
+            ray.get(group.async_run_ray_method("pass_through", "empty_cache"))
+        return output
 
     @torch.no_grad()
     def apply_reward_kl_penalty(self, data: TrainingInputBatch) -> TrainingInputBatch:
@@ -188,7 +193,12 @@ class GOLDDistillationTrainer(RayPPOTrainer):
         teacher_spans = data["teacher_span_logprobs"]
         self.all_metrics.update(span_ratio_metric(student_spans, teacher_spans, data["teacher_group_mask"].bool()))
         if self.gold.mode == "reward":
-            rewards = span_rewards(student_spans, teacher_spans, groups, self.gold.reward_placement)
+            penalty = None
+            if "gold_uld_distance" in data:
+                penalty = self.gold.uld_reward_coef * data["gold_uld_distance"]
+                present = data["teacher_group_mask"].bool()
+                self.all_metrics["gold/uld_distance"] = float(data["gold_uld_distance"][present].mean()) if present.any() else 0.0
+            rewards = span_rewards(student_spans, teacher_spans, groups, self.gold.reward_placement, penalty)
             data["rewards"] = rewards * data["loss_mask"]
         return data
 

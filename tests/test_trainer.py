@@ -130,3 +130,47 @@ def test_truncated_teacher_context_is_counted_not_fatal(tokenizers):
     assert torch.all(torch.isfinite(batch["rewards"]))
     # Student tokens whose teacher tokens were cut get no reward instead of a wrong one.
     assert torch.all(batch["rewards"][batch["student_group_ids"] < 0] == 0)
+
+
+class StudentGroupStandIn:
+    """Policy group stand-in: SkyRL's student forward, and the GOLD policy worker's forward when
+    the batch carries student group ids (the reward-mode ULD term)."""
+
+    def __init__(self, cfg, model):
+        from gold_distillation.gold_policy_worker import GOLDPolicyWorkerBase
+
+        from .skyrl_standins import WORKER_KWARGS
+
+        self.plain = StudentForward(wrap(model), cfg.generator.sampling_params.temperature)
+        self.gold = GOLDPolicyWorkerBase(cfg=cfg, **WORKER_KWARGS)
+        self.gold.model = wrap(model)
+        self.gold.setup_gold()
+
+    def forward(self, data):
+        return (self.gold if "student_group_ids" in data else self.plain).forward(data)
+
+
+def test_uld_reward_term_subtracts_coef_times_exact_uld_per_group(tokenizers):
+    from gold_distillation.gold_forward import group_measures
+    from gold_distillation.losses import place_group_values, sorted_l1
+
+    s_tok, t_tok = tokenizers["llama3.1-instruct"], tokenizers["qwen2.5-instruct"]
+    student, teacher = tiny_model("llama", len(s_tok), seed=3), tiny_model("qwen2", len(t_tok), seed=4)
+    rewards = {}
+    for coef in (0.0, 0.5):
+        cfg = gold_cfg(LLAMA, QWEN, f"gold.uld_reward_coef={coef}", "gold.teacher_topk=null")
+        trainer = build_trainer(cfg, student, teacher)
+        trainer.policy_model = StandInGroup(StudentGroupStandIn(cfg, student))
+        batch = gold_step(trainer, generator_output(s_tok))
+        rewards[coef] = batch["rewards"]
+    assert math.isfinite(trainer.all_metrics["gold/uld_distance"]) and trainer.all_metrics["gold/uld_distance"] > 0
+
+    g, r, r_t = batch.metadata["gold_num_groups"], batch.metadata["response_length"], batch["teacher_group_ids"].shape[1]
+    with torch.no_grad():
+        _, out = wrap(student)(batch["sequences"], r, batch["attention_mask"], return_output=True)
+        s = group_measures(out["logits"][:, -r - 1 : -1], batch["sequences"][:, -r:], batch["student_group_ids"], g)
+        _, out = wrap(teacher)(batch["teacher_sequences"], r_t, batch["teacher_attention_mask"], return_output=True)
+        t = group_measures(out["logits"][:, -r_t - 1 : -1], batch["teacher_sequences"][:, -r_t:], batch["teacher_group_ids"], g)
+    exact = sorted_l1(s.merged.exp(), t.merged.exp()).reshape(-1, g)
+    expected = place_group_values(-0.5 * exact, batch["student_group_ids"]) * batch["loss_mask"]
+    torch.testing.assert_close(rewards[0.5] - rewards[0.0], expected, atol=1e-4, rtol=1e-4)
