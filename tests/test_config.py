@@ -93,3 +93,25 @@ def test_launch_scripts_print_the_resolved_config_without_gpus(script, teacher, 
     out = subprocess.run(["bash", str(ROOT / script), "--cfg", "job"], env={**env, "TEACHER": "/models/t"}, cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert "path: /models/t" in out.stdout
+
+
+def test_experiment_builds_the_gold_trainer_with_remote_code_off(monkeypatch):
+    from transformers import AutoTokenizer
+
+    from gold_distillation.main_gold_distill import GOLDDistillationExp, GOLDDistillationTrainer
+
+    from .skyrl_standins import DummyDataset, MagicMock
+
+    calls = []
+    real = AutoTokenizer.from_pretrained
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda path, **kw: calls.append(kw) or real(path, **kw))
+    load_tokenizer.cache_clear()
+    exp = GOLDDistillationExp.__new__(GOLDDistillationExp)  # __init__ would load the datasets
+    exp.cfg = gold_cfg(LLAMA, QWEN)
+    tokenizer = exp.get_tokenizer()
+    trainer = exp.get_trainer(cfg=exp.cfg, tracker=None, tokenizer=tokenizer, train_dataset=DummyDataset(), eval_dataset=None,
+                              inference_engine_client=None, generator=MagicMock(), colocate_pg=None)
+    assert isinstance(trainer, GOLDDistillationTrainer)
+    assert trainer.teacher_tokenizer.name_or_path == QWEN and not trainer.same_vocabulary
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token_id is not None
+    assert len(calls) == 2 and all(kw["trust_remote_code"] is False for kw in calls)
