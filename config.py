@@ -129,6 +129,6 @@ def validate_run_config(cfg) -> None:
              "set it to no_op: in gold.mode=reward the per-token span rewards are the advantages")
         need("trainer.algorithm.policy_loss_type", algorithm.policy_loss_type == "importance_sampling",
              "set it to importance_sampling for gold.mode=reward (or use gold.mode=loss)")
-    else:
+    if needs_teacher_distributions(cfg.gold):
         need("trainer.use_sample_packing", not trainer.use_sample_packing,
-             "set it to false for gold.mode=loss: the GOLD policy worker reads padded logits")
+             "set it to false for gold.mode=loss or gold.uld_reward_coef > 0: the GOLD workers read padded logits")

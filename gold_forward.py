@@ -73,7 +73,10 @@ def group_measures(
     wrapper computes them), so span log-probs match SkyRL's own log-probs bit for bit.
     """
     b, r, vocab = logits.shape
-    logprob_rows = torch.log_softmax(logits.float() / temperature, dim=-1)
+    # Span log-probs from given token log-probs need no [B, R, V] log-softmax (reward mode).
+    logprob_rows = None
+    if token_logprobs is None or merge is not None:
+        logprob_rows = torch.log_softmax(logits.float() / temperature, dim=-1)
     token_lp = gather_token_logprobs(logprob_rows, response_ids) if token_logprobs is None else token_logprobs.float()
     span = span_logprobs(token_lp, group_ids, num_groups)
     present = group_sizes(group_ids, num_groups) > 0
