@@ -164,8 +164,13 @@ def decode_with_spans(table: TokenBytes, ids) -> DecodedTokens:
     The text is the concatenated token bytes decoded as UTF-8 with invalid sequences replaced by
     U+FFFD, which is what HF byte-level decoders produce. A token boundary inside an invalid
     sequence moves to the end of its replacement character, so the group around it covers it.
+    SentencePiece byte tokens follow HF's ByteFallback decoder instead: a run of consecutive byte
+    tokens that is not valid UTF-8 becomes one U+FFFD per token.
     """
     pieces = [table.pieces[i] for i in ids]
+    is_byte = table.byte_fallback[np.asarray(ids, dtype=np.int64)]
+    if is_byte.any():
+        _replace_invalid_byte_runs(pieces, is_byte)
     lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
     if table.strip_leading_space:
         first = int(np.argmax(lengths > 0)) if lengths.any() else -1
@@ -181,8 +186,26 @@ def decode_with_spans(table: TokenBytes, ids) -> DecodedTokens:
         codecs.register_error(_InvalidRanges.name, recorder)
         text = raw.decode("utf-8", errors=_InvalidRanges.name)
         ends = _map_through_replacements(ends, recorder.ranges, len(raw))
-    starts = np.concatenate(([0], ends[:-1])).astype(np.int64)
+    starts = np.concatenate(([0], ends[:-1]))[: len(ends)].astype(np.int64)
     return DecodedTokens(text=text, starts=starts, ends=ends)
+
+
+_REPLACEMENT = "\ufffd".encode("utf-8")
+
+
+def _replace_invalid_byte_runs(pieces: list[bytes], is_byte: np.ndarray) -> None:
+    """In place: each maximal run of byte tokens (is_byte, bool [n]) whose bytes are not valid
+    UTF-8 becomes one U+FFFD per token. Zero-width tokens do not break a run: HF skips special
+    tokens before its decoder sees the sequence. Loops over runs of byte tokens only."""
+    visible = np.flatnonzero([len(p) > 0 for p in pieces])
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], is_byte[visible].astype(np.int8), [0]))))
+    for start, stop in zip(edges[::2], edges[1::2]):
+        run = visible[start:stop]
+        try:
+            b"".join(pieces[i] for i in run).decode("utf-8")
+        except UnicodeDecodeError:
+            for i in run:
+                pieces[i] = _REPLACEMENT
 
 
 def _map_through_replacements(offsets: np.ndarray, ranges, n_raw: int) -> np.ndarray:
@@ -205,7 +228,8 @@ class Alignment:
 
     student_groups: int64 [n_student] group id of each student token, non-decreasing from 0.
     teacher_groups: int64 [n_teacher] likewise for the teacher tokens.
-    num_groups: G; every group id in [0, G) has at least one token on some side.
+    num_groups: G; every group id in [0, G) has at least one token on each side. An empty text has
+    no groups (G = 0) and its tokens, all zero-width, have group id -1.
     """
 
     student_groups: np.ndarray
@@ -226,7 +250,8 @@ def align_spans(
     offsets that end a token on both sides, plus 0 and n_bytes; consecutive boundaries delimit a
     group. A token with a non-empty span belongs to the group holding its last byte; a zero-width
     token joins the group that holds the byte after it (the group it precedes), or the last group
-    at the end of the text. O(n_student + n_teacher + n_bytes), vectorized.
+    at the end of the text. An empty text has no group: G = 0 and every (zero-width) token gets -1.
+    O(n_student + n_teacher + n_bytes), vectorized.
     """
     ends_s = np.asarray(student_ends, dtype=np.int64)
     ends_t = np.asarray(teacher_ends, dtype=np.int64)
@@ -240,7 +265,7 @@ def align_spans(
     # rank[p]: number of common boundaries <= p, so the group whose right boundary is the first
     # common boundary >= p has index rank[p - 1] - 1 (0-based, the boundary at 0 is not a group).
     rank = np.cumsum(common)
-    num_groups = max(int(rank[-1]) - 1, 1)
+    num_groups = int(rank[-1]) - 1 if n_bytes > 0 else 0
 
     def groups_of(starts, ends):
         starts = np.asarray(starts, dtype=np.int64)

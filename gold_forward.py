@@ -73,6 +73,7 @@ def group_measures(
     wrapper computes them), so span log-probs match SkyRL's own log-probs bit for bit.
     """
     b, r, vocab = logits.shape
+    _check_inputs(logits, response_ids, group_ids, num_groups)
     # Span log-probs from given token log-probs need no [B, R, V] log-softmax (reward mode).
     logprob_rows = None
     if token_logprobs is None or merge is not None:
@@ -87,6 +88,31 @@ def group_measures(
             logprob_rows.reshape(b * r, vocab)[positions], token_lp.reshape(-1)[positions], index, b * num_groups, merge
         )
     return GroupMeasures(span, present, merged, token_lp)
+
+
+def _check_inputs(logits: torch.Tensor, response_ids: torch.Tensor, group_ids: torch.Tensor, num_groups: int) -> None:
+    """Clear errors for inputs that would otherwise fail deep inside gather/scatter (or, on a GPU,
+    as a device-side assert): mismatched shapes, token ids past the logits, group ids past G."""
+    b, r, vocab = logits.shape
+    if tuple(response_ids.shape) != (b, r) or tuple(group_ids.shape) != (b, r):
+        raise ValueError(
+            f"logits are [B={b}, R={r}, V={vocab}] but response_ids are {list(response_ids.shape)} and "
+            f"group_ids {list(group_ids.shape)}; all three must share [B, R]: pass the logits of the "
+            "response positions (response_logits) with the ids and group ids of the same batch."
+        )
+    if response_ids.numel() == 0:
+        return
+    top_id, top_group = torch.stack([response_ids.max(), group_ids.max()]).tolist()
+    if top_id >= vocab:
+        raise ValueError(
+            f"token id {top_id} is outside the model's {vocab} logits: the model and the tokenizer that "
+            "made the ids do not match; point the model and tokenizer paths at the same checkpoint."
+        )
+    if top_group >= num_groups:
+        raise ValueError(
+            f"group id {top_group} but num_groups={num_groups}: the group ids and the teacher payload "
+            "(or TeacherBatch.num_groups) come from different batches."
+        )
 
 
 def teacher_payload(
@@ -197,7 +223,12 @@ def student_gold_loss(
     Returns (scalar loss, metrics): ULD, or hybrid when `hybrid` is given, per group, reduced over
     groups present on both sides.
     """
-    num_groups = payload["teacher_span_logprobs"].shape[1]
+    payload_batch, num_groups = payload["teacher_span_logprobs"].shape
+    if payload_batch != logits.shape[0]:
+        raise ValueError(
+            f"the teacher payload holds {payload_batch} samples but the student logits {logits.shape[0]}; "
+            "the payload must be computed for the same (micro-)batch, in the same order."
+        )
     measures = group_measures(logits, response_ids, group_ids, num_groups, temperature, merge)
     teacher = stats_from_payload(payload)
     mask = measures.present & payload["teacher_group_mask"].bool()

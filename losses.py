@@ -18,6 +18,10 @@ MERGES = ("geometric", "chain")
 PLACEMENTS = ("last", "spread")
 LOSS_REDUCTIONS = ("token_mean", "sequence_mean", "seq_mean_token_sum_norm")
 
+# Log-probabilities are floored here: exp(LOG_FLOOR) is 0 in float32, so entries with no mass add
+# exactly nothing, while -inf (masked logits, empty atoms) would turn gradients into NaN.
+LOG_FLOOR = -1.0e4
+
 
 def shifted_logprobs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Log-probabilities that predict each position: log_softmax(z_{t-1} / tau).
@@ -108,25 +112,46 @@ def merge_groups(
 
     logprob_rows: [N, V] predictive log-probs at each token's position; token_logprobs: [N] the
     log-prob of the token itself; group_index: [N] in [0, M) (tokens of a group in order).
-    geometric: log m_g = log_softmax(mean_i log p_i). chain: log m_g = log p_last + sum of the
-    other tokens' log p_i(token_i), not normalized. Returns [M, V]; groups without tokens hold a
-    uniform (geometric) or all -inf (chain) row and must be masked by the caller.
+    geometric: log m_g = log_softmax(mean_i log p_i), with log p_i floored at LOG_FLOOR so that
+    positions with disjoint supports (masked logits, one-hot rows) still give a distribution.
+    chain: log m_g = log p_last + sum of the other tokens' log p_i(token_i), not normalized.
+    Returns [M, V]; groups without tokens hold a uniform (geometric) or all -inf (chain) row and
+    must be masked by the caller.
     """
     n, vocab = logprob_rows.shape
     if merge == "geometric":
-        summed = logprob_rows.new_zeros(num_groups, vocab).index_add(0, group_index, logprob_rows)
+        floored = logprob_rows.clamp(min=LOG_FLOOR)
+        summed = floored.new_zeros(num_groups, vocab).index_add(0, group_index, floored)
         counts = torch.bincount(group_index, minlength=num_groups).clamp(min=1)
         return torch.log_softmax(summed / counts.unsqueeze(-1).to(summed.dtype), dim=-1)
     if merge == "chain":
         order = torch.arange(n, device=group_index.device)
-        last = torch.full((num_groups,), -1, dtype=torch.long, device=group_index.device)
-        last = last.scatter_reduce(0, group_index, order, reduce="amax")
-        present = last >= 0
+        last = torch.full((num_groups,), n, dtype=torch.long, device=group_index.device)
+        last = last.scatter_reduce(0, group_index, order, reduce="amax", include_self=False)
+        # Groups without tokens point at an appended all -inf row (also valid when n == 0).
+        rows = torch.cat([logprob_rows, logprob_rows.new_full((1, vocab), float("-inf"))])
+        own = torch.cat([token_logprobs, token_logprobs.new_zeros(1)])
         span = token_logprobs.new_zeros(num_groups).index_add(0, group_index, token_logprobs)
-        prefix = span - token_logprobs[last.clamp(min=0)]
-        merged = logprob_rows[last.clamp(min=0)] + prefix.unsqueeze(-1)
-        return torch.where(present.unsqueeze(-1), merged, float("-inf"))
+        return rows[last] + (span - own[last]).unsqueeze(-1)
     raise ValueError(f"unknown merge {merge!r}; expected one of {MERGES}")
+
+
+def fit_to_vocab(table: torch.Tensor, vocab: int, fill, name: str) -> torch.Tensor:
+    """A per-token-id table [n] of a tokenizer extended with `fill` to a model's vocabulary [vocab].
+
+    Models often pad their output layer past the tokenizer (Qwen2.5: 151936 logits, 151665
+    tokens); the extra ids never match anything. A model vocabulary smaller than the tokenizer's
+    means the model and the tokenizer do not belong together.
+    """
+    n = table.shape[0]
+    if n > vocab:
+        raise ValueError(
+            f"{name} covers {n} token ids but the model's logits have only {vocab} entries: the model "
+            "and its tokenizer do not match; point the model and tokenizer paths at the same checkpoint."
+        )
+    if n == vocab:
+        return table
+    return torch.cat([table, table.new_full((vocab - n,), fill)])
 
 
 def _sorted_desc(x: torch.Tensor, k: int | None) -> torch.Tensor:
@@ -173,11 +198,6 @@ def sorted_l1_from_top(
     return estimate, 2.0 * torch.minimum(p_tail, q_tail).detach()
 
 
-# Log-probabilities are floored here: exp(LOG_FLOOR) is 0 in float32, so entries with no mass add
-# exactly nothing, while -inf (masked logits, empty atoms) would turn gradients into NaN.
-LOG_FLOOR = -1.0e4
-
-
 def _kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
     """KL(a || b) over the last dim for floored log-probs. [M, A] -> [M]."""
     return (log_a.exp() * (log_a - log_b)).sum(-1)
@@ -189,7 +209,10 @@ def generalized_jsd(student_logp: torch.Tensor, teacher_logp: torch.Tensor, beta
     student_logp, teacher_logp: [M, A] normalized log-probs. beta=0: KL(teacher || student);
     beta=1: KL(student || teacher); otherwise with m = beta * teacher + (1 - beta) * student,
     beta * KL(teacher || m) + (1 - beta) * KL(student || m). Returns [M].
+    Log-probs are floored at LOG_FLOOR, so zero-probability entries (-inf) add nothing and a KL
+    that is infinite in theory (support mismatch) is large and finite, with finite gradients.
     """
+    student_logp, teacher_logp = student_logp.clamp(min=LOG_FLOOR), teacher_logp.clamp(min=LOG_FLOOR)
     if beta == 0.0:
         return _kl(teacher_logp, student_logp)
     if beta == 1.0:
@@ -229,10 +252,13 @@ def compress_teacher_groups(
     """Top-k compression of merged teacher measures: merged_logm [M, V] -> TeacherGroupStats.
 
     topk None (or >= V) keeps the whole vocabulary, which makes every downstream result exact.
-    teacher_matched: bool [V], byte-matched teacher entries (hybrid loss).
+    teacher_matched: bool [V_tokenizer <= V], byte-matched teacher entries (hybrid loss); model
+    entries past the tokenizer's vocabulary count as unmatched.
     """
     vocab = merged_logm.shape[-1]
     k = vocab if topk is None else min(topk, vocab)
+    if teacher_matched is not None:
+        teacher_matched = fit_to_vocab(teacher_matched, vocab, False, "teacher_matched (teacher tokenizer vocabulary)")
     top_logm, top_ids = torch.topk(merged_logm, k, dim=-1, sorted=True)
     top_probs = top_logm.exp()
     total = torch.logsumexp(merged_logm, dim=-1).exp()
@@ -244,7 +270,8 @@ def compress_teacher_groups(
         span_logprob=span_logprob,
         top_probs=top_probs,
         top_ids=top_ids,
-        tail_mass=(total - top_probs.sum(-1)).clamp(min=0.0),
+        # k = V: no tail at all (exactly 0, not the round-off of total - sum).
+        tail_mass=torch.zeros_like(total) if k == vocab else (total - top_probs.sum(-1)).clamp(min=0.0),
         unmatched_mass=unmatched_mass,
     )
 
@@ -271,6 +298,8 @@ def hybrid_loss(
 
     student_logm: [M, Vs] merged student log-measures; teacher: compressed statistics with
     unmatched_mass; teacher_to_student: int64 [Vt] (-1 unmatched); student_matched: bool [Vs].
+    The tables may be shorter than the models' vocabularies (padded output layers): the extra
+    model entries are unmatched.
     Matched part: JSD over the atoms {each matched entry, all unmatched mass}, both sides
     normalized; matched entries outside the teacher's top k are pooled into one atom, which is
     empty when k covers the vocabulary (then the result is exact). Unmatched part: sorted L1 of
@@ -278,20 +307,19 @@ def hybrid_loss(
     """
     p = student_logm.exp()
     q_top, q_total = teacher.top_probs, teacher.total_mass
+    student_matched = fit_to_vocab(student_matched, p.shape[-1], False, "student_matched (student tokenizer vocabulary)")
 
-    mapped = teacher_to_student[teacher.top_ids]
+    n_teacher = teacher_to_student.shape[0]
+    mapped = torch.where(teacher.top_ids < n_teacher, teacher_to_student[teacher.top_ids.clamp(max=n_teacher - 1)], -1)
     is_matched = mapped >= 0
     q_atoms = torch.where(is_matched, q_top, 0.0)
-    p_atoms = torch.where(is_matched, p.gather(1, mapped.clamp(min=0)), 0.0)
     q_unmatched_mass = teacher.unmatched_mass
     p_unmatched_mass = torch.where(student_matched, 0.0, p).sum(-1)
     # Matched entries outside the top k, pooled; exactly empty when the top k holds all of them.
     all_in_top = is_matched.sum(-1) == int((teacher_to_student >= 0).sum())
     q_pooled = torch.where(all_in_top, 0.0, (q_total - q_unmatched_mass - q_atoms.sum(-1)).clamp(min=0.0))
-    p_pooled = torch.where(all_in_top, 0.0, (p.sum(-1) - p_unmatched_mass - p_atoms.sum(-1)).clamp(min=0.0))
     q_dist = torch.cat([q_atoms, q_pooled[:, None], q_unmatched_mass[:, None]], dim=-1)
-    p_dist = torch.cat([p_atoms, p_pooled[:, None], p_unmatched_mass[:, None]], dim=-1)
-    jsd = generalized_jsd(_normalized_log(p_dist), _normalized_log(q_dist), beta)
+    jsd = generalized_jsd(_student_atom_logs(student_logm, mapped, student_matched, all_in_top), _normalized_log(q_dist), beta)
 
     # The teacher's top-k holds its largest unmatched entries in order; compare that many ranks.
     q_unmatched_top = torch.sort(torch.where(is_matched, 0.0, q_top), dim=-1, descending=True).values
@@ -307,10 +335,37 @@ def hybrid_loss(
     }
 
 
+def _student_atom_logs(
+    student_logm: torch.Tensor, mapped: torch.Tensor, student_matched: torch.Tensor, all_in_top: torch.Tensor
+) -> torch.Tensor:
+    """The student's normalized log-probs of the hybrid atoms, computed in log space.
+
+    student_logm: [M, Vs]; mapped: [M, k] student ids of the teacher's top-k entries (-1
+    unmatched); student_matched: bool [Vs]; all_in_top: bool [M]. Returns [M, k + 2]: the matched
+    atoms, the pooled matched entries outside the top k, the unmatched mass. Log space because a
+    chain-merged measure can underflow to 0 in probability space (then the gradient of log is
+    inf * 0 = NaN); entries are floored at LOG_FLOOR.
+    """
+    # Floored first: a logsumexp over -inf inputs from the measure itself has a NaN gradient.
+    student_logm = student_logm.clamp(min=LOG_FLOOR)
+    is_matched = mapped >= 0
+    index = mapped.clamp(min=0)
+    atoms = torch.where(is_matched, student_logm.gather(1, index), float("-inf"))
+    in_top = torch.zeros_like(student_logm, dtype=torch.int32).scatter_add(1, index, is_matched.int()) > 0
+    pooled = torch.where(student_matched & ~in_top, student_logm, float("-inf")).logsumexp(-1)
+    pooled = torch.where(all_in_top, float("-inf"), pooled)
+    unmatched = torch.where(student_matched, float("-inf"), student_logm).logsumexp(-1)
+    logs = torch.cat([atoms, pooled[:, None], unmatched[:, None]], dim=-1).clamp(min=LOG_FLOOR)
+    return logs - logs.logsumexp(-1, keepdim=True)
+
+
 def _normalized_log(measure: torch.Tensor) -> torch.Tensor:
-    """log(measure / measure.sum()) row-wise with empty entries at LOG_FLOOR. [M, A] -> [M, A]."""
+    """log(measure / measure.sum()) row-wise with empty entries at LOG_FLOOR; a row without mass is
+    all LOG_FLOOR (and passes no gradient). [M, A] -> [M, A]."""
     positive = measure > 0
-    logs = torch.log(torch.where(positive, measure, 1.0)) - torch.log(measure.sum(-1, keepdim=True))
+    total = measure.sum(-1, keepdim=True)
+    # log of a safe value where empty: log(0) would send 0 * inf = NaN back through the masked branch.
+    logs = torch.log(torch.where(positive, measure, 1.0)) - torch.log(torch.where(total > 0, total, 1.0))
     return torch.where(positive, logs, LOG_FLOOR)
 
 

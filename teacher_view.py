@@ -23,8 +23,11 @@ class TeacherView:
     """One rollout seen by the teacher, aligned with the student's response tokens.
 
     prompt_ids / response_ids: teacher token ids of the rendered prompt and of the response.
-    student_groups: int64 [n_student_response]; teacher_groups: int64 [n_teacher_response].
-    num_groups: G (the EOS group, when present, is the last one).
+    student_groups: int64 [n_student_response]; teacher_groups: int64 [n_teacher_response]; both
+    non-decreasing, and every group id in [0, G) holds at least one token on each side. -1 marks a
+    token without a group: a student token cut by truncation, or a zero-width student token (a
+    special token) of a response whose text is empty and that has no EOS group to join.
+    num_groups: G (the EOS group, when present, is the last one); 0 for an empty response.
     truncated: the teacher response was cut to fit the teacher context (see build_teacher_view).
     """
 
@@ -89,7 +92,7 @@ def _spans_from_char_offsets(text: str, offsets) -> DecodedTokens:
     ends = np.where(last_of_run, ends, np.concatenate(([0], np.maximum.accumulate(ends)[:-1])))
     if len(ends):
         ends[-1] = char_to_byte[-1]
-    starts = np.concatenate(([0], ends[:-1])).astype(np.int64)
+    starts = np.concatenate(([0], ends[:-1]))[: len(ends)].astype(np.int64)
     return DecodedTokens(text=text, starts=starts, ends=ends)
 
 
@@ -107,12 +110,17 @@ def build_teacher_view(
     With one vocabulary on both sides the teacher reads the student's own tokens and every token is
     its own group (plain same-tokenizer on-policy distillation, no re-tokenization).
     A response whose last token is a student EOS (student_eos_ids, default the tokenizer's EOS)
-    gets the teacher EOS appended, and the two EOS tokens form the last group.
+    gets the teacher EOS appended, and the two EOS tokens form the last group (with any zero-width
+    student tokens before it when the text is empty).
     Truncation policy: when prompt + teacher response exceed max_teacher_length, the teacher
-    response is cut at the end (prompt kept whole); student groups whose teacher tokens were cut
-    lose their group id (-1), so they get no signal instead of a wrong one, and `truncated` is set.
+    response is cut at the end; groups from the first one with a cut teacher token on are dropped
+    (G shrinks, their student tokens get -1), so they get no signal instead of a wrong one, and
+    `truncated` is set. The prompt is kept whole unless it alone exceeds the limit: then nothing of
+    the response can be scored and only the prompt's last max_teacher_length tokens are kept.
     prompt_ids: the rendered teacher prompt, when the caller has it already (shared prompts).
     """
+    if max_teacher_length is not None and max_teacher_length < 1:
+        raise ValueError(f"max_teacher_length={max_teacher_length}; it must be a positive token count or None (no limit).")
     student_table = token_bytes(student_tokenizer)
     teacher_table = token_bytes(teacher_tokenizer)
     eos_ids = student_eos_ids or frozenset({student_table.eos_token_id})
@@ -130,6 +138,11 @@ def build_teacher_view(
         alignment = align_spans(student.starts, student.ends, teacher.starts, teacher.ends, n_bytes)
     student_groups, teacher_groups, num_groups = _with_eos_group(alignment, ended_with_eos)
     if ended_with_eos:
+        if teacher_table.eos_token_id is None:
+            raise ValueError(
+                f"teacher tokenizer {teacher_table.name!r} has no eos_token but the student response "
+                "ended with EOS; set tokenizer.eos_token on the teacher tokenizer."
+            )
         teacher_ids = teacher_ids + [teacher_table.eos_token_id]
 
     if prompt_ids is None:
@@ -137,11 +150,13 @@ def build_teacher_view(
     truncated = max_teacher_length is not None and len(prompt_ids) + len(teacher_ids) > max_teacher_length
     if truncated:
         keep = max(max_teacher_length - len(prompt_ids), 0)
+        prompt_ids = prompt_ids[len(prompt_ids) - min(len(prompt_ids), max_teacher_length) :]
         # Groups before the one holding the first cut teacher token are complete on both sides.
-        first_incomplete = int(teacher_groups[keep])
+        first_incomplete = int(teacher_groups[keep]) if keep < len(teacher_ids) else num_groups
         teacher_ids = teacher_ids[:keep]
         teacher_groups = np.where(teacher_groups[:keep] < first_incomplete, teacher_groups[:keep], -1)
         student_groups = np.where(student_groups < first_incomplete, student_groups, -1)
+        num_groups = first_incomplete
     return TeacherView(
         prompt_ids=list(prompt_ids),
         response_ids=teacher_ids,
@@ -158,8 +173,10 @@ def _with_eos_group(alignment: Alignment, ended_with_eos: bool) -> tuple[np.ndar
     if not ended_with_eos:
         return alignment.student_groups, alignment.teacher_groups, alignment.num_groups
     g = alignment.num_groups
+    # Only the zero-width tokens of an empty text are ungrouped; they precede the EOS group.
+    student_groups = np.where(alignment.student_groups < 0, g, alignment.student_groups)
     return (
-        np.append(alignment.student_groups, g),
+        np.append(student_groups, g),
         np.append(alignment.teacher_groups, g),
         g + 1,
     )
@@ -195,7 +212,8 @@ class TeacherBatch:
 
     sequences, attention_mask: [B, P + R_t], prompts left-padded to P, responses right-padded to
     R_t (the SkyRL layout). teacher_group_ids: [B, R_t]; student_group_ids: [B, R_s] laid out like
-    the student's response tokens; both -1 on padding. num_groups: G = max groups of a sample.
+    the student's response tokens; both -1 on padding. num_groups: G = max groups of a sample, at
+    least 1 so that per-group tensors are never empty (a batch without groups has one column, masked).
     """
 
     sequences: torch.Tensor
@@ -212,9 +230,17 @@ class TeacherBatch:
 def collate_views(views: list[TeacherView], pad_token_id: int, student_response_length: int | None = None) -> TeacherBatch:
     """Pad teacher views into a TeacherBatch. student_response_length: width of the student's
     response tensor (defaults to the longest student response)."""
+    if not views:
+        raise ValueError("collate_views got no teacher views; the batch must hold at least one sample.")
+    longest_student = max(len(v.student_groups) for v in views)
+    if student_response_length is not None and student_response_length < longest_student:
+        raise ValueError(
+            f"student_response_length={student_response_length} is shorter than the longest student "
+            f"response ({longest_student} tokens); pass the width of the student's response tensor."
+        )
     prompt_len = max(len(v.prompt_ids) for v in views)
     response_len = max(max(len(v.response_ids) for v in views), 1)
-    student_len = student_response_length or max(max(len(v.student_groups) for v in views), 1)
+    student_len = student_response_length or max(longest_student, 1)
     b = len(views)
     sequences = torch.full((b, prompt_len + response_len), pad_token_id, dtype=torch.long)
     attention = torch.zeros_like(sequences)
@@ -232,5 +258,5 @@ def collate_views(views: list[TeacherView], pad_token_id: int, student_response_
         attention_mask=attention,
         teacher_group_ids=teacher_groups,
         student_group_ids=student_groups,
-        num_groups=max(v.num_groups for v in views),
+        num_groups=max(max(v.num_groups for v in views), 1),
     )
