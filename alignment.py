@@ -317,7 +317,8 @@ def same_vocabulary(a: TokenBytes, b: TokenBytes) -> bool:
 def vocab_map(student: TokenBytes, teacher: TokenBytes) -> VocabMap:
     """Byte-equal vocabulary map of a tokenizer pair, built once per pair (cached).
 
-    Identical vocabularies map every id to itself. Otherwise special tokens are left out and,
+    Identical vocabularies map every id to itself. Otherwise special tokens are left out, except
+    the two EOS tokens, which both mean "the response ends here" and are matched to each other;
     where one side holds several ids with the same bytes (a SentencePiece byte token and the
     regular piece), the regular piece is matched.
     """
@@ -336,6 +337,8 @@ def vocab_map(student: TokenBytes, teacher: TokenBytes) -> VocabMap:
 
     student_by_bytes = canonical(student)
     pairs = [(s, t) for piece, t in canonical(teacher).items() if (s := student_by_bytes.get(piece)) is not None]
+    if student.eos_token_id is not None and teacher.eos_token_id is not None:
+        pairs.append((student.eos_token_id, teacher.eos_token_id))
     pairs.sort(key=lambda p: p[1])
     student_ids = np.array([s for s, _ in pairs], dtype=np.int64)
     teacher_ids = np.array([t for _, t in pairs], dtype=np.int64)

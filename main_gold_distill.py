@@ -27,7 +27,6 @@ from skyrl_train.entrypoints.main_base import BasePPOExp
 from skyrl_train.trainer import RayPPOTrainer
 from skyrl_train.training_batch import TrainingInputBatch
 from skyrl_train.utils import initialize_ray, validate_cfg
-from skyrl_train.utils.ppo_utils import AdvantageEstimatorRegistry, PolicyLossRegistry, reduce_loss
 
 from .alignment import same_vocabulary, token_bytes
 from .config import GOLDConfig, needs_teacher_distributions, validate_run_config
@@ -35,29 +34,10 @@ from .gold_forward import STUDENT_INPUT_KEYS, TEACHER_INPUT_KEYS, uld_between_pa
 from .gold_metrics import alignment_metrics, payload_metrics, span_ratio_metric
 from .gold_setup import load_tokenizer
 from .losses import span_logprobs, span_rewards
+from .policy_losses import register_skyrl_functions
 from .teacher_view import build_teacher_views, collate_views
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "hydra_config")
-
-
-def no_op_advantage(token_level_rewards: torch.Tensor, **kwargs):
-    """Advantages = returns = the per-token rewards (reward mode)."""
-    return token_level_rewards, token_level_rewards
-
-
-def importance_sampling_loss(log_probs, old_log_probs, advantages, config, loss_mask=None, rollout_logprobs=None, **kwargs):
-    """-ratio * advantage with ratio = exp(log_probs - old_log_probs), reduced as SkyRL reduces."""
-    loss = -torch.exp(log_probs - old_log_probs) * advantages
-    return reduce_loss(loss, loss_mask, config.loss_reduction, config.get("max_seq_len")), 0.0
-
-
-def register_skyrl_functions() -> None:
-    """Register reward mode's advantage estimator and policy loss, once per process (SkyRL's
-    registries are global and raise on a second registration)."""
-    if "no_op" not in AdvantageEstimatorRegistry.list_available():
-        AdvantageEstimatorRegistry.register("no_op", no_op_advantage)
-    if "importance_sampling" not in PolicyLossRegistry.list_available():
-        PolicyLossRegistry.register("importance_sampling", importance_sampling_loss)
 
 
 register_skyrl_functions()

@@ -125,6 +125,9 @@ def test_vocab_map_matches_equal_byte_strings(tokenizers):
     assert 0.5 < vmap.matched_share < 1.0
     for s, t in zip(vmap.student_ids[::997], vmap.teacher_ids[::997]):
         assert llama.pieces[s] == qwen.pieces[t] and llama.pieces[s]
-    assert not vmap.student_matched[tokenizers["llama3.1-instruct"].eos_token_id]
+    # Special tokens stay out, but the two EOS tokens ("the response ends here") match each other.
+    llama_tok, qwen_tok = tokenizers["llama3.1-instruct"], tokenizers["qwen2.5-instruct"]
+    assert not vmap.student_matched[llama_tok.convert_tokens_to_ids("<|start_header_id|>")]
+    assert vmap.teacher_to_student[qwen_tok.eos_token_id] == llama_tok.eos_token_id
     same = vocab_map(qwen, qwen)
     assert same.matched_share == 1.0 and np.array_equal(same.teacher_to_student, np.arange(qwen.vocab_size))

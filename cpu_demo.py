@@ -1,0 +1,480 @@
+"""Tiny cross-tokenizer GOLD distillation on CPU: `python -m gold_distillation.cpu_demo`.
+
+A Qwen2 teacher (byte-level BPE tokenizer) is trained briefly on single-digit addition; a Llama
+student (SentencePiece-style tokenizer) that cannot add is distilled from it on-policy, in one
+process, through the functions the SkyRL path runs: build_teacher_views + collate_views (teacher
+view and alignment), teacher_payload (the GOLD ref worker's computation), then either span rewards
+with SkyRL's no_op advantages and importance_sampling policy loss (reward mode) or
+student_gold_loss (loss mode). Beside them the usual cross-tokenizer alternative runs for the same
+number of steps: supervised fine-tuning of the student on teacher-generated completions.
+
+Two demo settings beside the SkyRL path: the student never samples special tokens other than EOS
+(see `generate`), and the hybrid loss compares the two EOS tokens directly (see `make_world`).
+
+Writes <out>/metrics.jsonl, <out>/curves.png and <out>/summary.json, and prints a summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from .config import GOLDConfig, validate_gold_config
+from .demo_task import (
+    OPERAND_MAX,
+    Problem,
+    all_problems,
+    answer_ids,
+    byte_level_tokenizer,
+    load_tokenizer,
+    prompt_ids,
+    sentencepiece_tokenizer,
+    tiny_model,
+)
+from .gold_forward import HybridTables, group_measures, response_logits, student_gold_loss, teacher_payload
+from .gold_setup import hybrid_tables
+from .losses import gather_token_logprobs, span_rewards
+from .policy_losses import importance_sampling_loss
+from .teacher_view import build_teacher_views, collate_views
+
+METHODS = ("reward", "loss", "sft")
+# What importance_sampling_loss reads of SkyRL's trainer.algorithm config.
+TOKEN_MEAN = SimpleNamespace(loss_reduction="token_mean")
+MAX_NEW_TOKENS = 5
+
+
+@dataclass
+class DemoConfig:
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 3e-3
+    teacher_steps: int = 300
+    teacher_lr: float = 3e-3
+    student_pretrain_steps: int = 0
+    eval_every: int = 50
+    hidden: int = 64
+    layers: int = 2
+    modes: tuple = METHODS
+    seed: int = 0
+    gold: GOLDConfig = field(default_factory=lambda: GOLDConfig(hybrid=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches in the SkyRL layout: prompts left-padded, responses right-padded.
+
+
+@dataclass
+class Batch:
+    """sequences, attention_mask: [B, P + R]; response_ids, response_mask: [B, R]."""
+
+    sequences: torch.Tensor
+    attention_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+
+
+def pack(prompts: list[list[int]], responses: list[list[int]], pad_id: int) -> Batch:
+    p = max(len(x) for x in prompts)
+    r = max(max(len(x) for x in responses), 1)
+    seq = torch.full((len(prompts), p + r), pad_id, dtype=torch.long)
+    attn = torch.zeros_like(seq)
+    for i, (prompt, response) in enumerate(zip(prompts, responses)):
+        seq[i, p - len(prompt) : p] = torch.tensor(prompt)
+        seq[i, p : p + len(response)] = torch.tensor(response, dtype=torch.long)
+        attn[i, p - len(prompt) : p + len(response)] = 1
+    return Batch(seq, attn, seq[:, p:], attn[:, p:])
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[list[int]], sample: bool) -> list[list[int]]:
+    """Responses (up to and including the first EOS) to left-padded prompts; sample=True draws
+    from the model's full distribution (on-policy), else greedy.
+
+    Special tokens other than EOS are never sampled: they carry no text, so a response made only
+    of them has no aligned group and would get no GOLD signal at all (a free escape from the
+    negative span rewards that a tiny random student finds within a few dozen steps)."""
+    batch = pack(prompts, [[]] * len(prompts), tokenizer.pad_token_id)
+    silent = sorted(set(tokenizer.all_special_ids) - {tokenizer.eos_token_id})
+    width = batch.sequences.shape[1] - 1
+    out = model.generate(
+        input_ids=batch.sequences[:, :width], attention_mask=batch.attention_mask[:, :width],
+        max_new_tokens=MAX_NEW_TOKENS, do_sample=sample, temperature=1.0 if sample else None, top_k=None,
+        top_p=None, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        suppress_tokens=silent or None,
+    )[:, width:]
+    responses = []
+    for row in out.tolist():
+        cut = row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
+        responses.append(row[:cut])
+    return responses
+
+
+def completion_text(tokenizer, response: list[int]) -> str:
+    return tokenizer.decode(response, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The GOLD signal of a batch of student responses: teacher view, alignment, teacher payload.
+
+
+@dataclass
+class World:
+    student_tok: object
+    teacher_tok: object
+    teacher: torch.nn.Module
+    gold: GOLDConfig
+    hybrid: HybridTables | None
+    teacher_matched: torch.Tensor | None
+    student_prompts: dict = field(default_factory=dict)
+    teacher_prompts: dict = field(default_factory=dict)
+
+    def prompts(self, problems: list[Problem], side: str) -> list[list[int]]:
+        cache, tok = (self.student_prompts, self.student_tok) if side == "student" else (self.teacher_prompts, self.teacher_tok)
+        missing = [p for p in problems if p.question not in cache]
+        for p, ids in zip(missing, prompt_ids(tok, missing)):
+            cache[p.question] = ids
+        return [cache[p.question] for p in problems]
+
+
+def make_world(student_tok, teacher_tok, teacher, gold: GOLDConfig) -> World:
+    hybrid = hybrid_tables(student_tok, teacher_tok, gold) if gold.hybrid else None
+    matched = None if hybrid is None else hybrid.teacher_to_student >= 0
+    return World(student_tok, teacher_tok, teacher, gold, hybrid, matched)
+
+
+@torch.no_grad()
+def teacher_signal(world: World, problems: list[Problem], responses: list[list[int]], width: int):
+    """Teacher view + alignment of the student responses, and the teacher payload computed the
+    way the GOLD ref worker computes it. Returns (payload, student group ids [B, width])."""
+    views = build_teacher_views(
+        responses, [p.messages for p in problems], world.student_tok, world.teacher_tok,
+    )
+    tb = collate_views(views, world.teacher_tok.pad_token_id, student_response_length=width)
+    r_t = tb.teacher_group_ids.shape[1]
+    logits = response_logits(world.teacher, tb.sequences, tb.attention_mask, r_t)
+    payload = teacher_payload(
+        logits, tb.sequences[:, -r_t:], tb.teacher_group_ids, tb.num_groups,
+        temperature=world.gold.teacher_temperature, merge=world.gold.merge, topk=world.gold.teacher_topk,
+        teacher_matched=world.teacher_matched,
+    )
+    return payload, tb.student_group_ids
+
+
+def gold_terms(world: World, logits: torch.Tensor, batch: Batch, payload: dict, student_groups: torch.Tensor):
+    """Student-side GOLD quantities from student logits [B, R, V] (with gradient).
+
+    Returns (gold loss, its metrics, token log-probs [B, R], span rewards [B, R]); the rewards are
+    delta_g = log P_T(g) - log P_S(g) placed on student tokens, computed without gradient."""
+    loss, metrics = student_gold_loss(
+        logits, batch.response_ids, student_groups, payload, temperature=world.gold.student_temperature,
+        merge=world.gold.merge, student_topk=world.gold.teacher_topk, hybrid=world.hybrid, beta=world.gold.beta,
+    )
+    measures = group_measures(
+        logits, batch.response_ids, student_groups, payload["teacher_span_logprobs"].shape[1],
+        world.gold.student_temperature, merge=None,
+    )
+    rewards = span_rewards(
+        measures.span_logprob.detach(), payload["teacher_span_logprobs"], student_groups, world.gold.reward_placement
+    )
+    both = measures.present & payload["teacher_group_mask"].bool()
+    delta = (payload["teacher_span_logprobs"] - measures.span_logprob.detach())[both]
+    metrics["gold/span_log_ratio"] = float(delta.mean()) if delta.numel() else 0.0
+    return loss, metrics, measures.token_logprobs, rewards
+
+
+# ---------------------------------------------------------------------------------------------
+# Training steps.
+
+
+def supervised_loss(model, batch: Batch) -> torch.Tensor:
+    """Token-mean cross-entropy of the response tokens."""
+    mask = batch.response_mask.float()
+    return -(response_logprobs(model, batch) * mask).sum() / mask.sum().clamp(min=1)
+
+
+def response_logprobs(model, batch: Batch) -> torch.Tensor:
+    """Log-probs [B, R] of the response tokens under `model`."""
+    logits = response_logits(model, batch.sequences, batch.attention_mask, batch.response_ids.shape[1])
+    return gather_token_logprobs(torch.log_softmax(logits.float(), -1), batch.response_ids)
+
+
+def gold_step(world: World, student, mode: str, problems: list[Problem]) -> tuple[torch.Tensor, dict]:
+    """One on-policy GOLD step: the student samples, the teacher scores, the loss of `mode`."""
+    prompts = world.prompts(problems, "student")
+    responses = generate(student, world.student_tok, prompts, sample=True)
+    batch = pack(prompts, responses, world.student_tok.pad_token_id)
+    payload, groups = teacher_signal(world, problems, responses, batch.response_ids.shape[1])
+    logits = response_logits(student, batch.sequences, batch.attention_mask, batch.response_ids.shape[1])
+    gold_loss, metrics, logprobs, rewards = gold_terms(world, logits, batch, payload, groups)
+    if mode == "loss":
+        return gold_loss, metrics
+    # no_op advantages: the per-token rewards are the advantages. One update per batch, so the
+    # sampling policy is the current one (old log-probs = current, detached; ratio 1).
+    mask = batch.response_mask.float()
+    loss, _ = importance_sampling_loss(logprobs, logprobs.detach(), rewards * mask, TOKEN_MEAN, loss_mask=mask)
+    metrics["reward/mean_sequence_reward"] = float((rewards * mask).sum(-1).mean())
+    return loss, metrics
+
+
+def sft_step(world: World, student, problems: list[Problem]) -> tuple[torch.Tensor, dict]:
+    """Supervised fine-tuning on teacher-sampled completions, re-tokenized for the student."""
+    responses = generate(world.teacher, world.teacher_tok, world.prompts(problems, "teacher"), sample=True)
+    targets = []
+    for r in responses:
+        ids = world.student_tok(completion_text(world.teacher_tok, r), add_special_tokens=False)["input_ids"]
+        targets.append(ids + ([world.student_tok.eos_token_id] if r and r[-1] == world.teacher_tok.eos_token_id else []))
+    batch = pack(world.prompts(problems, "student"), targets, world.student_tok.pad_token_id)
+    return supervised_loss(student, batch), {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation: greedy answers on every problem.
+
+
+@torch.no_grad()
+def evaluate(world: World, model, tokenizer, side: str, problems: list[Problem]) -> dict:
+    """Exact-match accuracy of greedy answers and the teacher's log-likelihood of them (nats per
+    answer, EOS included); for the student also the GOLD span log-ratio and ULD distance."""
+    prompts = world.prompts(problems, side)
+    responses = generate(model, tokenizer, prompts, sample=False)
+    correct = [completion_text(tokenizer, r) == p.answer for r, p in zip(responses, problems)]
+    out = {"accuracy": sum(correct) / len(problems)}
+    if side == "teacher":
+        batch = pack(prompts, responses, tokenizer.pad_token_id)
+        out["teacher_loglik"] = float((response_logprobs(model, batch) * batch.response_mask).sum(-1).mean())
+        return out
+    batch = pack(prompts, responses, tokenizer.pad_token_id)
+    payload, groups = teacher_signal(world, problems, responses, batch.response_ids.shape[1])
+    logits = response_logits(model, batch.sequences, batch.attention_mask, batch.response_ids.shape[1])
+    _, metrics, _, _ = gold_terms(world, logits, batch, payload, groups)
+    out["teacher_loglik"] = float((payload["teacher_span_logprobs"] * payload["teacher_group_mask"]).sum(-1).mean())
+    out["span_log_ratio"] = metrics["gold/span_log_ratio"]
+    out["uld_distance"] = metrics["gold/uld_distance"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The run.
+
+
+def fit(world: World, model, side: str, problems: list[Problem], answers, steps: int, lr: float, progress, label: str) -> None:
+    """Supervised full-batch training of `model` (teacher or student side); answers(step) gives
+    the target answer of every problem at that step."""
+    tok = world.teacher_tok if side == "teacher" else world.student_tok
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    prompts = world.prompts(problems, side)
+    model.train()
+    for step in range(steps):
+        batch = pack(prompts, [answer_ids(tok, a) for a in answers(step)], tok.pad_token_id)
+        loss = supervised_loss(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        progress.update(1)
+        progress.set_postfix_str(f"{label} loss {loss.item():.3f}")
+    model.eval()
+
+
+def random_answers(problems: list[Problem], seed: int):
+    """answers(step) for the student's pre-training: fresh random numbers of the answer range at
+    every step, so the student learns to write a number and stop, not to add (chance accuracy)."""
+    generator = torch.Generator().manual_seed(seed)
+    return lambda step: [str(v) for v in torch.randint(2 * OPERAND_MAX + 1, (len(problems),), generator=generator).tolist()]
+
+
+def run_method(world, cfg: DemoConfig, method: str, student, problems, eval_problems, log, progress) -> dict:
+    """Train `student` with one method for cfg.steps steps; evaluate every cfg.eval_every steps."""
+    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(cfg.seed + 1)
+    torch.manual_seed(cfg.seed + 2)  # same sampling randomness for every method
+    evals = {0: evaluate(world, student, world.student_tok, "student", eval_problems)}
+    log({"method": method, "step": 0, **{f"eval/{k}": v for k, v in evals[0].items()}})
+    start = time.perf_counter()
+    for step in range(1, cfg.steps + 1):
+        pick = torch.randint(len(problems), (cfg.batch_size,), generator=generator).tolist()
+        chosen = [problems[i] for i in pick]
+        student.train()
+        loss, metrics = sft_step(world, student, chosen) if method == "sft" else gold_step(world, student, method, chosen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        student.eval()
+        record = {"method": method, "step": step, "loss": loss.item(), **metrics}
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            evals[step] = evaluate(world, student, world.student_tok, "student", eval_problems)
+            record.update({f"eval/{k}": v for k, v in evals[step].items()})
+        log(record)
+        progress.update(1)
+        progress.set_postfix_str(f"{method} loss {loss.item():.3f} acc {evals[max(evals)]['accuracy']:.2f}")
+    return {"before": evals[0], "after": evals[cfg.steps], "seconds": time.perf_counter() - start}
+
+
+def plot(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("gold/span_log_ratio", "span log-ratio log P_T - log P_S (train samples)"),
+        ("gold/uld_distance", "ULD distance (train samples)"),
+        ("eval/accuracy", "task accuracy (greedy, all problems)"),
+        ("eval/teacher_loglik", "teacher log-likelihood of greedy answers"),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    for ax, (key, title) in zip(axes.flat, panels):
+        for method in METHODS:
+            points = [(r["step"], r[key]) for r in records if r.get("method") == method and key in r]
+            if points:
+                ax.plot(*zip(*points), label=method, marker="o" if key.startswith("eval/") else None, markersize=3)
+        if key == "eval/accuracy":
+            teacher = [r["eval/accuracy"] for r in records if r.get("method") == "teacher"]
+            if teacher:
+                ax.axhline(teacher[0], color="gray", linestyle="--", label="teacher")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def gap_closed(before: float, after: float, teacher: float) -> float | None:
+    """Share of the accuracy gap between the untrained student and the teacher that was closed;
+    None when there is no gap (the teacher is no better than the untrained student)."""
+    gap = teacher - before
+    return None if gap <= 0 else (after - before) / gap
+
+
+def summary_table(summary: dict) -> str:
+    t = summary["teacher"]
+    lines = [
+        f"GOLD CPU demo: {summary['task']}  |  teacher {summary['teacher_model']}  ->  student {summary['student_model']}",
+        f"teacher: accuracy {t['accuracy']:.2f}, teacher log-likelihood of its own answers {t['teacher_loglik']:.2f} nats",
+        "",
+        f"{'method':<8}{'acc before':>11}{'acc after':>11}{'gap closed':>12}{'T-loglik before':>17}{'after':>9}{'time s':>9}",
+    ]
+    for method, r in summary["methods"].items():
+        closed = "n/a" if r["gap_closed"] is None else f"{r['gap_closed']:.0%}"
+        lines.append(
+            f"{method:<8}{r['before']['accuracy']:>11.2f}{r['after']['accuracy']:>11.2f}{closed:>12} "
+            f"{r['before']['teacher_loglik']:>16.2f}{r['after']['teacher_loglik']:>9.2f}{r['seconds']:>9.1f}"
+        )
+    lines += ["", f"total wall time {summary['wall_seconds']:.0f} s; files in {summary['out']}"]
+    return "\n".join(lines)
+
+
+def run(cfg: DemoConfig, out: Path, student_tokenizer: str | None = None, teacher_tokenizer: str | None = None) -> dict:
+    from tqdm import tqdm
+
+    wall = time.perf_counter()
+    validate_gold_config(cfg.gold)
+    unknown = set(cfg.modes) - set(METHODS)
+    if unknown:
+        raise ValueError(f"--modes: unknown method {sorted(unknown)[0]!r}; use a comma-separated subset of {','.join(METHODS)}")
+    torch.manual_seed(cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    teacher_tok = load_tokenizer(teacher_tokenizer) if teacher_tokenizer else byte_level_tokenizer()
+    student_tok = load_tokenizer(student_tokenizer) if student_tokenizer else sentencepiece_tokenizer()
+    teacher = tiny_model("qwen2", len(teacher_tok), cfg.hidden, cfg.layers, seed=cfg.seed)
+    student0 = tiny_model("llama", len(student_tok), cfg.hidden, cfg.layers, seed=cfg.seed + 100).eval()
+    world = make_world(student_tok, teacher_tok, teacher, cfg.gold)
+    problems = all_problems()
+
+    records: list[dict] = []
+    metrics_file = (out / "metrics.jsonl").open("w")
+
+    def log(record: dict) -> None:
+        records.append(record)
+        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
+
+    progress = tqdm(
+        total=cfg.teacher_steps + cfg.student_pretrain_steps + cfg.steps * len(cfg.modes), desc="GOLD CPU demo", unit="step"
+    )
+    truth = [p.answer for p in problems]
+    fit(world, teacher, "teacher", problems, lambda step: truth, cfg.teacher_steps, cfg.teacher_lr, progress, "teacher")
+    fit(
+        world, student0, "student", problems, random_answers(problems, cfg.seed), cfg.student_pretrain_steps,
+        cfg.teacher_lr, progress, "student pre-training",
+    )
+    teacher_eval = evaluate(world, teacher, teacher_tok, "teacher", problems)
+    log({"method": "teacher", "step": cfg.teacher_steps, **{f"eval/{k}": v for k, v in teacher_eval.items()}})
+
+    results = {}
+    for method in cfg.modes:
+        student = copy.deepcopy(student0)
+        # The task is a finite table: training prompts are drawn from it and accuracy is measured
+        # on all of it.
+        results[method] = run_method(world, cfg, method, student, problems, problems, log, progress)
+        results[method]["gap_closed"] = gap_closed(
+            results[method]["before"]["accuracy"], results[method]["after"]["accuracy"], teacher_eval["accuracy"]
+        )
+    progress.close()
+    metrics_file.close()
+    plot(records, out / "curves.png")
+    summary = {
+        "task": f"a+b= with a, b in 0..{OPERAND_MAX} ({len(problems)} problems)",
+        "teacher_model": f"Qwen2 {cfg.layers}x{cfg.hidden}, vocab {len(teacher_tok)}",
+        "student_model": f"Llama {cfg.layers}x{cfg.hidden}, vocab {len(student_tok)}",
+        "teacher": teacher_eval,
+        "methods": results,
+        "config": {**asdict(cfg), "gold": asdict(cfg.gold)},
+        "wall_seconds": time.perf_counter() - wall,
+        "out": str(out),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(summary_table(summary))
+    return summary
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = DemoConfig()
+    p.add_argument("--steps", type=int, default=d.steps, help="training steps per method")
+    p.add_argument("--modes", default=",".join(METHODS), help="methods to run: reward, loss (GOLD) and sft (baseline)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="student learning rate (all methods)")
+    p.add_argument("--teacher-steps", type=int, default=d.teacher_steps)
+    p.add_argument(
+        "--student-pretrain-steps", type=int, default=d.student_pretrain_steps,
+        help="pre-train the student on random answers first (format only, chance accuracy)",
+    )
+    p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--hidden", type=int, default=d.hidden)
+    p.add_argument("--layers", type=int, default=d.layers)
+    p.add_argument("--no-hybrid", action="store_true", help="loss mode: plain ULD instead of the hybrid loss")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
+    p.add_argument("--student-tokenizer", help="real tokenizer folder for the student, e.g. ../shared/tokenizers/llama3.1-instruct")
+    p.add_argument("--teacher-tokenizer", help="real tokenizer folder for the teacher, e.g. ../shared/tokenizers/qwen2.5-instruct")
+    p.add_argument("--quick", action="store_true", help="a few steps of everything (the CI test)")
+    args = p.parse_args(argv)
+    cfg = DemoConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, teacher_steps=args.teacher_steps,
+        student_pretrain_steps=args.student_pretrain_steps,
+        eval_every=args.eval_every, hidden=args.hidden, layers=args.layers,
+        modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()), seed=args.seed,
+        gold=GOLDConfig(hybrid=not args.no_hybrid),
+    )
+    if args.quick:
+        cfg.steps, cfg.teacher_steps, cfg.eval_every, cfg.batch_size, cfg.hidden = 3, 5, 2, 8, 32
+    return cfg, args
+
+
+def main(argv=None) -> dict:
+    # Tiny tensors: one thread is as fast as two alone and much faster beside other processes.
+    torch.set_num_threads(1)
+    cfg, args = parse_args(argv)
+    return run(cfg, args.out, args.student_tokenizer, args.teacher_tokenizer)
+
+
+if __name__ == "__main__":
+    main()
