@@ -13,3 +13,10 @@ test: env
 # Tiny cross-tokenizer GOLD distillation on CPU (the embedded default; see README).
 demo: env
 	$(PY) -m gold_distillation.cpu_demo $(ARGS)
+
+# Benchmarks against TRL's GOLD (bench/README.md): creates the TRL peer venvs on first use, then
+# prints JSON lines and a summary table and writes them to bench/results/ (about 15 min on 2 cores).
+.PHONY: bench
+bench: env
+	bash bench/setup_peers.sh
+	$(PY) bench/run.py $(ARGS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import unicodedata
 import weakref
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,10 +36,24 @@ def _byte_level_decoder() -> dict[str, int]:
     return table
 
 
-def _decoder_steps(tokenizer) -> list[dict]:
-    """The backend decoder's steps (a Sequence flattened), read from the tokenizer's JSON."""
-    decoder = json.loads(tokenizer.backend_tokenizer.to_str()).get("decoder") or {}
-    return decoder.get("decoders", [decoder]) if decoder.get("type") == "Sequence" else [decoder]
+def _component_steps(tokenizer, component: str) -> list[dict]:
+    """Steps of a backend component ("decoder", "normalizer", "pre_tokenizer"; a Sequence
+    flattened), read from the tokenizer's JSON."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str()).get(component) or {}
+    if spec.get("type") == "Sequence":
+        return next((spec[key] for key in ("decoders", "normalizers", "pretokenizers") if key in spec), [])
+    return [spec] if spec else []
+
+
+def _text_normalization(tokenizer) -> str:
+    """How the tokenizer may change text before splitting it: "none" (no normalizer, no added
+    prefix space: its tokens' bytes always spell the input), "nfc" (they do for NFC text), or
+    "other" (checked text by text; e.g. SentencePiece, whose "\u2581" and per-segment prefix
+    around added tokens do not survive a round trip)."""
+    steps = {step.get("type") for step in _component_steps(tokenizer, "normalizer")}
+    if any(step.get("type") == "ByteLevel" and step.get("add_prefix_space") for step in _component_steps(tokenizer, "pre_tokenizer")):
+        return "other"
+    return "none" if not steps else "nfc" if steps == {"NFC"} else "other"
 
 
 @dataclass(frozen=True, eq=False)  # identity hash: tables are cached per tokenizer and per pair
@@ -51,15 +66,23 @@ class TokenBytes:
     """
 
     pieces: tuple[bytes, ...]
+    lengths: np.ndarray
     strip_leading_space: bool
     byte_fallback: np.ndarray
     special: np.ndarray
     eos_token_id: int | None
     name: str
+    text_normalization: str = "other"
 
     @property
     def vocab_size(self) -> int:
         return len(self.pieces)
+
+    def preserves(self, text: str) -> bool:
+        """Whether tokenizing `text` keeps it as it is, so token bytes spell it (no check needed)."""
+        if self.text_normalization == "nfc":
+            return unicodedata.is_normalized("NFC", text)
+        return self.text_normalization == "none"
 
 
 _TABLES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -86,7 +109,7 @@ def _build_token_bytes(tokenizer) -> TokenBytes:
             "bytes and offsets. Load it with AutoTokenizer.from_pretrained(path, use_fast=True) or "
             "provide a tokenizer.json."
         )
-    steps = {step.get("type") for step in _decoder_steps(tokenizer)}
+    steps = {step.get("type") for step in _component_steps(tokenizer, "decoder")}
     byte_level = "ByteLevel" in steps
     if not byte_level and not ({"ByteFallback", "Metaspace", "Replace"} & steps):
         raise ValueError(
@@ -95,10 +118,10 @@ def _build_token_bytes(tokenizer) -> TokenBytes:
         )
     strip = any(
         s.get("type") == "Strip" and s.get("content") == " " and s.get("start", 0) > 0
-        for s in _decoder_steps(tokenizer)
+        for s in _component_steps(tokenizer, "decoder")
     ) or any(
         s.get("type") == "Metaspace" and s.get("prepend_scheme", "always") != "never"
-        for s in _decoder_steps(tokenizer)
+        for s in _component_steps(tokenizer, "decoder")
     )
 
     vocab_size = len(tokenizer)
@@ -124,11 +147,13 @@ def _build_token_bytes(tokenizer) -> TokenBytes:
             pieces.append(tok.replace(_SPIECE_SPACE, " ").encode("utf-8"))
     return TokenBytes(
         pieces=tuple(pieces),
+        lengths=np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)),
         strip_leading_space=strip,
         byte_fallback=byte_fallback,
         special=special,
         eos_token_id=tokenizer.eos_token_id,
         name=name,
+        text_normalization=_text_normalization(tokenizer),
     )
 
 
@@ -167,16 +192,16 @@ def decode_with_spans(table: TokenBytes, ids) -> DecodedTokens:
     SentencePiece byte tokens follow HF's ByteFallback decoder instead: a run of consecutive byte
     tokens that is not valid UTF-8 becomes one U+FFFD per token.
     """
-    pieces = [table.pieces[i] for i in ids]
-    is_byte = table.byte_fallback[np.asarray(ids, dtype=np.int64)]
+    pieces = list(map(table.pieces.__getitem__, ids))
+    ids = np.fromiter(ids, dtype=np.int64, count=len(pieces))
+    lengths = table.lengths[ids]
+    is_byte = table.byte_fallback[ids]
     if is_byte.any():
-        _replace_invalid_byte_runs(pieces, is_byte)
-    lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
-    if table.strip_leading_space:
-        first = int(np.argmax(lengths > 0)) if lengths.any() else -1
-        if first >= 0 and pieces[first][:1] == b" ":
-            pieces[first] = pieces[first][1:]
-            lengths[first] -= 1
+        lengths[_replace_invalid_byte_runs(pieces, is_byte, lengths)] = len(_REPLACEMENT)
+    first = _stripped_token(table, pieces, lengths)
+    if first is not None:
+        pieces[first] = pieces[first][1:]
+        lengths[first] -= 1
     raw = b"".join(pieces)
     ends = np.cumsum(lengths)
     try:
@@ -190,22 +215,49 @@ def decode_with_spans(table: TokenBytes, ids) -> DecodedTokens:
     return DecodedTokens(text=text, starts=starts, ends=ends)
 
 
+def spell_spans(table: TokenBytes, ids) -> DecodedTokens:
+    """Byte spans of tokens known to spell `text` exactly (see TokenBytes.preserves): the spans of
+    decode_with_spans from the length table alone, without joining bytes. text is left empty."""
+    ids = np.fromiter(ids, dtype=np.int64)
+    lengths = table.lengths[ids]
+    first = _stripped_token(table, table.pieces, lengths, ids)
+    if first is not None:
+        lengths[first] -= 1
+    ends = np.cumsum(lengths)
+    return DecodedTokens(text="", starts=ends - lengths, ends=ends)
+
+
+def _stripped_token(table: TokenBytes, pieces, lengths: np.ndarray, ids=None) -> int | None:
+    """Index of the token whose leading space the decoder strips (the first non-empty token, if it
+    starts with a space and the decoder strips), else None. pieces[ids[i]] (or pieces[i]) is
+    token i's bytes."""
+    if not table.strip_leading_space or not lengths.any():
+        return None
+    first = int(np.argmax(lengths > 0))
+    piece = pieces[first] if ids is None else pieces[int(ids[first])]
+    return first if piece[:1] == b" " else None
+
+
 _REPLACEMENT = "\ufffd".encode("utf-8")
 
 
-def _replace_invalid_byte_runs(pieces: list[bytes], is_byte: np.ndarray) -> None:
+def _replace_invalid_byte_runs(pieces: list[bytes], is_byte: np.ndarray, lengths: np.ndarray) -> list[int]:
     """In place: each maximal run of byte tokens (is_byte, bool [n]) whose bytes are not valid
-    UTF-8 becomes one U+FFFD per token. Zero-width tokens do not break a run: HF skips special
-    tokens before its decoder sees the sequence. Loops over runs of byte tokens only."""
-    visible = np.flatnonzero([len(p) > 0 for p in pieces])
+    UTF-8 becomes one U+FFFD per token. Zero-width tokens (lengths [n] == 0) do not break a run:
+    HF skips special tokens before its decoder sees the sequence. Loops over runs of byte tokens
+    only. Returns the indices of the replaced pieces."""
+    visible = np.flatnonzero(lengths > 0)
     edges = np.flatnonzero(np.diff(np.concatenate(([0], is_byte[visible].astype(np.int8), [0]))))
+    replaced: list[int] = []
     for start, stop in zip(edges[::2], edges[1::2]):
-        run = visible[start:stop]
+        run = visible[start:stop].tolist()
         try:
             b"".join(pieces[i] for i in run).decode("utf-8")
         except UnicodeDecodeError:
             for i in run:
                 pieces[i] = _REPLACEMENT
+            replaced.extend(run)
+    return replaced
 
 
 def _map_through_replacements(offsets: np.ndarray, ranges, n_raw: int) -> np.ndarray:

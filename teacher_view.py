@@ -8,12 +8,12 @@ response token sequences into aligned spans. `collate_views` pads a batch of vie
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from .alignment import Alignment, DecodedTokens, align_spans, decode_with_spans, same_vocabulary, token_bytes
+from .alignment import Alignment, DecodedTokens, align_spans, decode_with_spans, same_vocabulary, spell_spans, token_bytes
 
 Prompt = str | list[dict]
 
@@ -62,17 +62,23 @@ def tokenize_completion(tokenizer, text: str) -> tuple[list[int], DecodedTokens]
     token bytes; if the tokenizer's normalizer changed the text (Qwen's NFC on non-NFC input),
     they come from the tokenizer's character offsets into the original text instead.
     """
-    encoding = tokenizer(
-        text,
-        add_special_tokens=False,
-        split_special_tokens=True,
-        return_offsets_mapping=True,
-    )
-    ids = encoding["input_ids"]
-    decoded = decode_with_spans(token_bytes(tokenizer), ids)
+    # The Rust tokenizer directly: the same encoding as tokenizer(text), without converting
+    # offsets to Python lists that only the rare normalized case reads.
+    backend = tokenizer.backend_tokenizer
+    restore = backend.encode_special_tokens
+    backend.encode_special_tokens = True
+    try:
+        encoding = backend.encode(text, add_special_tokens=False)
+    finally:
+        backend.encode_special_tokens = restore
+    ids = encoding.ids
+    table = token_bytes(tokenizer)
+    if table.preserves(text):
+        return ids, replace(spell_spans(table, ids), text=text)
+    decoded = decode_with_spans(table, ids)
     if decoded.text == text:
         return ids, decoded
-    return ids, _spans_from_char_offsets(text, encoding["offset_mapping"])
+    return ids, _spans_from_char_offsets(text, encoding.offsets)
 
 
 def _spans_from_char_offsets(text: str, offsets) -> DecodedTokens:
@@ -83,8 +89,9 @@ def _spans_from_char_offsets(text: str, offsets) -> DecodedTokens:
     Byte pieces of one character share its offsets; all but the last of such a run become
     zero-width, so they join the group holding that character.
     """
-    char_to_byte = np.zeros(len(text) + 1, dtype=np.int64)
-    char_to_byte[1:] = np.cumsum([len(ch.encode("utf-8")) for ch in text])
+    codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    utf8_lengths = 1 + (codepoints >= 0x80).astype(np.int64) + (codepoints >= 0x800) + (codepoints >= 0x10000)
+    char_to_byte = np.concatenate(([0], np.cumsum(utf8_lengths)))
     char_ends = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)[:, 1]
     ends = np.maximum.accumulate(char_to_byte[char_ends]) if len(char_ends) else np.zeros(0, np.int64)
     last_of_run = np.append(ends[:-1] != ends[1:], True)
