@@ -155,12 +155,13 @@ class GOLDDistillationTrainer(RayPPOTrainer):
     def run_group(self, group, batch: TrainingInputBatch, keys, colocated: bool):
         """Run a worker group's forward on the given batch keys; returns its concatenated output."""
         data = batch.select(keys=list(keys), metadata_keys=["response_length", "gold_num_groups"])
+        # A forward pass needs the model on the GPU, not the optimizer state (as in SkyRL's own passes).
         if colocated:
-            group.backload_to_gpu()
+            group.backload_to_gpu(backload_optimizer=False, backload_model=True)
         results = ray.get(group.async_run_ray_method("mesh", "forward", data=data))
         output = concatenate_outputs_after_mesh_dispatch(group.actor_infos, results)
         if colocated:
-            group.offload_to_cpu()
+            group.offload_to_cpu(offload_optimizer=False, offload_model=True)
             ray.get(group.async_run_ray_method("pass_through", "empty_cache"))
         return output
 
