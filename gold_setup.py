@@ -20,7 +20,10 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     if not path:
-        raise ValueError("empty tokenizer path. Fix: set trainer.ref.model.path=<teacher folder or hub id>")
+        raise ValueError(
+            "empty tokenizer path. Fix: set trainer.policy.model.path (student) and trainer.ref.model.path "
+            "(teacher) to model folders or hub ids"
+        )
     if path.startswith((".", "/", "~")) and not os.path.isdir(os.path.expanduser(path)):
         raise ValueError(f"tokenizer path {path!r} does not exist. Fix: point the model path at a model folder")
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, use_fast=True)
