@@ -332,14 +332,6 @@ def align_spans(
     )
 
 
-def group_text(text: str, starts: np.ndarray, ends: np.ndarray, groups: np.ndarray, g: int) -> bytes:
-    """The bytes of `text` covered by the tokens of group g (for checks and debugging)."""
-    members = np.flatnonzero(groups == g)
-    if members.size == 0:
-        return b""
-    return text.encode("utf-8")[int(starts[members[0]]) : int(ends[members[-1]])]
-
-
 @dataclass(frozen=True)
 class VocabMap:
     """Vocabulary entries equal as byte strings on both sides (for the hybrid loss).

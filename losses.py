@@ -23,14 +23,6 @@ LOSS_REDUCTIONS = ("token_mean", "sequence_mean", "seq_mean_token_sum_norm")
 LOG_FLOOR = -1.0e4
 
 
-def shifted_logprobs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Log-probabilities that predict each position: log_softmax(z_{t-1} / tau).
-
-    logits: [B, T, V] for positions 0..T-1. Returns [B, T - 1, V]; row t predicts token t + 1.
-    """
-    return torch.log_softmax(logits[:, :-1].float() / temperature, dim=-1)
-
-
 def gather_token_logprobs(logprob_rows: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
     """logprob_rows: [B, R, V], token_ids: [B, R] -> [B, R] log-prob of each token under its row."""
     return logprob_rows.gather(-1, token_ids.clamp(min=0).unsqueeze(-1)).squeeze(-1)

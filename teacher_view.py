@@ -229,10 +229,6 @@ class TeacherBatch:
     student_group_ids: torch.Tensor
     num_groups: int
 
-    @property
-    def num_prompt_positions(self) -> int:
-        return self.sequences.shape[1] - self.teacher_group_ids.shape[1]
-
 
 def collate_views(views: list[TeacherView], pad_token_id: int, student_response_length: int | None = None) -> TeacherBatch:
     """Pad teacher views into a TeacherBatch. student_response_length: width of the student's

@@ -8,13 +8,11 @@ from gold_distillation.alignment import token_bytes, vocab_map
 from gold_distillation.gold_forward import HybridTables, group_measures, response_logits, student_gold_loss, teacher_payload
 from gold_distillation.losses import (
     compress_teacher_groups,
-    flat_group_index,
     generalized_jsd,
     hybrid_loss,
     merge_groups,
     place_group_values,
     sorted_l1,
-    sorted_l1_from_top,
     span_rewards,
     uld_loss,
 )
@@ -56,10 +54,8 @@ def test_span_logprob_equals_brute_force_chain_rule(tokenizers, tiny_qwen):
 
 
 def test_same_tokenizer_rewards_equal_negative_logprob_difference(tokenizers, tiny_llama):
-    tok = tokenizers["llama3.1-instruct"]
     responses, views, batch = teacher_batch(tokenizers, "llama3.1-instruct", "llama3.1-instruct")
     r = batch.teacher_group_ids.shape[1]
-    student = torch.nn.Module()
     with torch.no_grad():
         t_logits = response_logits(tiny_llama, batch.sequences, batch.attention_mask, r)
         s_logits = t_logits * 0.7 + 0.3 * torch.randn_like(t_logits)  # any other model of the same vocabulary
