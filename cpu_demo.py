@@ -39,6 +39,7 @@ from .demo_task import (
     tiny_model,
 )
 from .gold_forward import HybridTables, group_measures, response_logits, student_gold_loss, teacher_payload
+from .gold_metrics import span_ratio_metric
 from .gold_setup import hybrid_tables
 from .losses import gather_token_logprobs, span_rewards
 from .policy_losses import importance_sampling_loss
@@ -184,8 +185,7 @@ def gold_terms(world: World, logits: torch.Tensor, batch: Batch, payload: dict, 
         measures.span_logprob.detach(), payload["teacher_span_logprobs"], student_groups, world.gold.reward_placement
     )
     both = measures.present & payload["teacher_group_mask"].bool()
-    delta = (payload["teacher_span_logprobs"] - measures.span_logprob.detach())[both]
-    metrics["gold/span_log_ratio"] = float(delta.mean()) if delta.numel() else 0.0
+    metrics.update(span_ratio_metric(measures.span_logprob.detach(), payload["teacher_span_logprobs"], both))
     return loss, metrics, measures.token_logprobs, rewards
 
 
@@ -246,11 +246,10 @@ def evaluate(world: World, model, tokenizer, side: str, problems: list[Problem])
     responses = generate(model, tokenizer, prompts, sample=False)
     correct = [completion_text(tokenizer, r) == p.answer for r, p in zip(responses, problems)]
     out = {"accuracy": sum(correct) / len(problems)}
+    batch = pack(prompts, responses, tokenizer.pad_token_id)
     if side == "teacher":
-        batch = pack(prompts, responses, tokenizer.pad_token_id)
         out["teacher_loglik"] = float((response_logprobs(model, batch) * batch.response_mask).sum(-1).mean())
         return out
-    batch = pack(prompts, responses, tokenizer.pad_token_id)
     payload, groups = teacher_signal(world, problems, responses, batch.response_ids.shape[1])
     logits = response_logits(model, batch.sequences, batch.attention_mask, batch.response_ids.shape[1])
     _, metrics, _, _ = gold_terms(world, logits, batch, payload, groups)

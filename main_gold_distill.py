@@ -145,10 +145,10 @@ class GOLDDistillationTrainer(RayPPOTrainer):
         payload = self.run_group(self.ref_model, training_input, TEACHER_INPUT_KEYS, colocated)
         for key, value in payload.items():
             training_input[key] = value
-        self.all_metrics.update(payload_metrics(dict(payload), training_input["teacher_group_ids"]))
+        self.all_metrics.update(payload_metrics(payload, training_input["teacher_group_ids"]))
         if self.gold.mode == "reward" and self.gold.uld_reward_coef > 0:
             student = self.run_group(self.policy_model, training_input, STUDENT_INPUT_KEYS, self.colocate_all)
-            distance, _ = uld_between_payloads(dict(student), dict(payload))
+            distance, _ = uld_between_payloads(student, payload)
             training_input["gold_uld_distance"] = distance
         return training_input
 

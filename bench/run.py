@@ -23,8 +23,10 @@ import torch
 
 from common import checksum, corpus_text, max_rss_bytes, time_call, zipf_logits
 from gold_distillation.alignment import align_spans, decode_with_spans, token_bytes, vocab_map
-from gold_distillation.config import GOLDConfig, hybrid_weights
-from gold_distillation.gold_forward import HybridTables, student_gold_loss, teacher_payload
+from gold_distillation.config import GOLDConfig
+from gold_distillation.gold_forward import student_gold_loss, teacher_payload
+from gold_distillation.gold_setup import hybrid_tables
+from gold_distillation.gold_setup import load_tokenizer as load_gold_tokenizer
 from gold_distillation.teacher_view import build_teacher_view, tokenize_completion
 
 BENCH = Path(__file__).resolve().parent
@@ -43,9 +45,7 @@ def emit(record: dict) -> None:
 
 
 def load_tokenizer(name: str):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(TOKENIZERS / name, use_fast=True)
+    return load_gold_tokenizer(str(TOKENIZERS / name))
 
 
 def peer(version: str, mode: str, spec: dict) -> dict:
@@ -144,10 +144,8 @@ def our_loss_case(spec: dict) -> dict:
     s_ids, t_ids, g = spec["student_ids"], spec["teacher_ids"], spec["num_groups"]
     tables, matched = None, None
     if spec["hybrid"]:
-        vm = vocab_map(token_bytes(student_tok), token_bytes(teacher_tok))
-        w_m, w_u = hybrid_weights(GOLDConfig(), vm.matched_share)
-        tables = HybridTables(torch.from_numpy(vm.teacher_to_student), torch.from_numpy(vm.student_matched), w_m, w_u)
-        matched = torch.from_numpy(vm.teacher_to_student >= 0)
+        tables = hybrid_tables(student_tok, teacher_tok, GOLDConfig())
+        matched = tables.teacher_to_student >= 0
     student_logits = zipf_logits(len(s_ids) + 1, spec["student_vocab"], spec["student_seed"], s_ids, requires_grad=True)
     teacher_logits = zipf_logits(len(t_ids) + 1, spec["teacher_vocab"], spec["teacher_seed"], t_ids)
     sums = [checksum(student_logits[:-1]), checksum(teacher_logits[:-1])]
