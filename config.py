@@ -49,8 +49,10 @@ class GOLDConfig:
     # Executing code shipped in a tokenizer folder is off unless turned on here.
     teacher_trust_remote_code: bool = False
     student_trust_remote_code: bool = False
-    # Reduction of the loss-mode GOLD loss over groups; null = trainer.algorithm.loss_reduction.
-    loss_reduction: Optional[str] = None
+    # Reduction of the loss-mode GOLD loss over groups: token_mean (mean over groups), sequence_mean,
+    # seq_mean_token_sum_norm (each sample's sum / trainer.algorithm.max_seq_len); null = the same as
+    # trainer.algorithm.loss_reduction (which reduces reward mode's importance_sampling loss).
+    loss_reduction: Optional[str] = "token_mean"
 
 
 GOLD_KEYS = tuple(f.name for f in fields(GOLDConfig))
@@ -129,6 +131,19 @@ def validate_run_config(cfg) -> None:
              "set it to no_op: in gold.mode=reward the per-token span rewards are the advantages")
         need("trainer.algorithm.policy_loss_type", algorithm.policy_loss_type == "importance_sampling",
              "set it to importance_sampling for gold.mode=reward (or use gold.mode=loss)")
+    need("trainer.strategy", trainer.strategy in ("fsdp", "fsdp2"),
+         f"got {trainer.strategy!r}; set it to fsdp2 (or fsdp): the GOLD workers are FSDP workers")
+    need("trainer.use_sample_packing", not trainer.use_sample_packing,
+         "set it to false: the GOLD ref worker (and the GOLD policy worker) read padded logits")
+    need("trainer.ref.sequence_parallel_size", trainer.ref.sequence_parallel_size == 1,
+         "set it to 1: with sequence parallelism each rank holds only its slice of the teacher's logits")
     if needs_teacher_distributions(cfg.gold):
-        need("trainer.use_sample_packing", not trainer.use_sample_packing,
-             "set it to false for gold.mode=loss or gold.uld_reward_coef > 0: the GOLD workers read padded logits")
+        need("trainer.policy.sequence_parallel_size", trainer.policy.sequence_parallel_size == 1,
+             "set it to 1 for gold.mode=loss or gold.uld_reward_coef > 0: with sequence parallelism each rank "
+             "holds only its slice of the student's logits")
+    need("trainer.update_ref_every_epoch", not trainer.update_ref_every_epoch,
+         "set it to false: SkyRL would load the student's weights into the ref group, which runs the teacher")
+    need("trainer.critic.model.path", not trainer.critic.model.get("path"),
+         "set it to null: GOLD trains without a critic (its rewards are the advantages, or its loss is the GOLD loss)")
+    need("generator.step_wise_trajectories", not cfg.generator.get("step_wise_trajectories"),
+         "set it to false: GOLD pairs each response with the one conversation the environment's init returned")

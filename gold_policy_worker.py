@@ -65,7 +65,7 @@ class GOLDPolicyWorkerBase(FSDPPolicyWorkerBase):
     def setup_gold(self):
         """Student-side tables of the hybrid loss (loaded once, from the two tokenizers)."""
         self.hybrid = None
-        if self.cfg.gold.hybrid:
+        if self.cfg.gold.mode == "loss" and self.cfg.gold.hybrid:
             student_tok, teacher_tok = tokenizers_from_cfg(self.cfg)
             self.hybrid = hybrid_tables(student_tok, teacher_tok, self.cfg.gold, compute_device())
 
@@ -85,16 +85,21 @@ class GOLDPolicyWorkerBase(FSDPPolicyWorkerBase):
             return super().ppo_train(train_data)
         # skyrl-train 0.3.1 hands forward_backward an Experience that drops extra batch keys; walk
         # the same micro-batches (same chunk size, same order, every epoch) to read the teacher payload.
+        # Each is sliced when its step asks for it, so only that step's device copy exists at a time.
         micro = self.cfg.trainer.micro_train_batch_size_per_gpu
-        epochs = self.cfg.trainer.update_epochs_per_batch
-        self.gold_micro_batches = iter([mb for _ in range(epochs) for mb in train_data.chunk(micro)])
-        return super().ppo_train(train_data)
+        starts = range(0, train_data.batch_size, micro)
+        epochs = range(self.cfg.trainer.update_epochs_per_batch)
+        self.gold_micro_batches = (train_data.slice(i, i + micro) for _ in epochs for i in starts)
+        try:
+            return super().ppo_train(train_data)
+        finally:
+            self.gold_micro_batches = None
 
     def forward_backward(self, experience, accumulation_steps: int) -> dict[str, float]:
         if self.cfg.gold.mode != "loss":
             return super().forward_backward(experience, accumulation_steps)
-        batch = next(self.gold_micro_batches)
-        batch.to(compute_device())
+        # A fresh slice moved to the device: nothing else references it, so it is freed on return.
+        batch = next(self.gold_micro_batches).to(compute_device())
         self.model.train()
         loss, metrics = student_loss(self.model, batch, self.cfg, self.hybrid)
         self.strategy.backward(loss / accumulation_steps, self.model, self.optimizer)

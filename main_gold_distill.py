@@ -1,7 +1,8 @@
 """GOLD distillation on SkyRL: the trainer, the experiment and the hydra entrypoint.
 
 Data flow of one step (GOLD.md section 2), in the order the trainer runs it:
-  generate             SkyRL's generator; the prompt messages are kept for the teacher
+  generate             SkyRL's gym generator (GOLDGymGenerator); the messages each environment's
+                       init returned, which the student's prompt was rendered from, are kept for the teacher
   convert_to_training_input
                        + teacher view and alignment: teacher sequences and both sides' group ids
   fwd_logprobs_values_reward
@@ -15,6 +16,8 @@ Data flow of one step (GOLD.md section 2), in the order the trainer runs it:
 
 from __future__ import annotations
 
+import contextvars
+import copy
 import time
 from pathlib import Path
 
@@ -23,7 +26,9 @@ import ray
 import torch
 from omegaconf import DictConfig
 from skyrl_train.distributed.dispatch import concatenate_outputs_after_mesh_dispatch
+from skyrl_gym import Env
 from skyrl_train.entrypoints.main_base import BasePPOExp
+from skyrl_train.generators.skyrl_gym_generator import SkyRLGymGenerator
 from skyrl_train.trainer import RayPPOTrainer
 from skyrl_train.training_batch import TrainingInputBatch
 from skyrl_train.utils import initialize_ray, validate_cfg
@@ -35,12 +40,49 @@ from .gold_metrics import alignment_metrics, payload_metrics, span_ratio_metric
 from .gold_setup import load_tokenizer
 from .losses import span_logprobs, span_rewards
 from .policy_losses import register_skyrl_functions
+from .skyrl_compat import patch_skyrl_imports
 from .teacher_view import build_teacher_views, collate_views
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "hydra_config")
 
-
+# BasePPOExp imports SkyRL's FSDP worker module, which needs the 0.3.1 import fix first.
+patch_skyrl_imports()
 register_skyrl_functions()
+
+# The messages env.init returned, in the task of the trajectory's agent loop (see GOLDGymGenerator).
+_INIT_MESSAGES = contextvars.ContextVar("gold_init_messages")
+
+
+class GOLDGymGenerator(SkyRLGymGenerator):
+    """SkyRL's gym generator that also returns, per trajectory and in output order, the messages its
+    environment's init returned (`gold_prompt_messages`): the conversation the student's prompt was
+    rendered from, with generator.chat_template_kwargs, which may differ from the dataset prompt."""
+
+    async def generate(self, input_batch, disable_tqdm: bool = False):
+        self.init_messages = []
+        output = await super().generate(input_batch, disable_tqdm)
+        output["gold_prompt_messages"] = [slot[0] for slot in self.init_messages]
+        return output
+
+    def agent_loop(self, *args, **kwargs):
+        # generate() calls this once per trajectory, in output order, before awaiting any of them.
+        slot = []
+        self.init_messages.append(slot)
+        return self._recording_agent_loop(slot, *args, **kwargs)
+
+    async def _recording_agent_loop(self, slot, *args, **kwargs):
+        _INIT_MESSAGES.set(slot)  # local to this trajectory's task
+        return await super().agent_loop(*args, **kwargs)
+
+    async def _run_in_executor_if_available(self, func, *args, **kwargs):
+        result = await super()._run_in_executor_if_available(func, *args, **kwargs)
+        if getattr(func, "__name__", None) == "init" and isinstance(getattr(func, "__self__", None), Env):
+            slot = _INIT_MESSAGES.get(None)
+            if slot is None:  # generate_batched: no agent loop, env.init runs for each trajectory in order
+                slot = []
+                self.init_messages.append(slot)
+            slot.append(copy.deepcopy(result[0]))
+        return result
 
 
 class GOLDDistillationTrainer(RayPPOTrainer):
@@ -52,6 +94,12 @@ class GOLDDistillationTrainer(RayPPOTrainer):
         self.teacher_tokenizer = teacher_tokenizer
         self.same_vocabulary = same_vocabulary(token_bytes(self.tokenizer), token_bytes(teacher_tokenizer))
         self.rollout_prompts = None
+        if not self.same_vocabulary and not isinstance(self.generator, GOLDGymGenerator):
+            raise ValueError(
+                f"the generator ({type(self.generator).__name__}) does not report the messages each environment's "
+                "init returned, which the teacher must read (the student's prompt was rendered from them). Fix: "
+                "use GOLDDistillationExp.get_generator's GOLDGymGenerator, or a subclass of it"
+            )
 
     def build_models(self, PolicyWorker, CriticWorker, RefWorker):
         from skyrl_train.workers.fsdp.fsdp_worker import PolicyWorker as StockPolicyWorker
@@ -59,22 +107,25 @@ class GOLDDistillationTrainer(RayPPOTrainer):
         from .gold_policy_worker import GOLDPolicyWorker
         from .gold_ref_worker import GOLDRefWorker
 
-        if needs_teacher_distributions(self.gold):
-            if PolicyWorker is StockPolicyWorker:
-                PolicyWorker = GOLDPolicyWorker
-            elif PolicyWorker is not GOLDPolicyWorker:
-                raise ValueError(
-                    f"gold.mode={self.gold.mode} with gold.uld_reward_coef={self.gold.uld_reward_coef}: the policy "
-                    "worker must be the GOLD policy worker (gold_policy_worker.GOLDPolicyWorker), which computes "
-                    "the GOLD loss and the student's group statistics. Fix: pass it to build_models, or use "
-                    "gold.mode=reward with gold.uld_reward_coef=0 and SkyRL's stock policy worker."
-                )
-        super().build_models(PolicyWorker, CriticWorker, GOLDRefWorker)
+        # A Ray worker process loads its actor class's module by name with nothing imported before:
+        # SkyRL's fsdp_worker module fails to import there (0.3.1), the GOLD worker modules fix it first.
+        if PolicyWorker is StockPolicyWorker:
+            PolicyWorker = GOLDPolicyWorker
+        elif needs_teacher_distributions(self.gold) and PolicyWorker is not GOLDPolicyWorker:
+            raise ValueError(
+                f"gold.mode={self.gold.mode} with gold.uld_reward_coef={self.gold.uld_reward_coef}: the policy "
+                "worker must be the GOLD policy worker (gold_policy_worker.GOLDPolicyWorker), which computes "
+                "the GOLD loss and the student's group statistics. Fix: pass it to build_models, or use "
+                "gold.mode=reward with gold.uld_reward_coef=0."
+            )
+        # No critic: validate_run_config rejects trainer.critic.model.path.
+        super().build_models(PolicyWorker, None, GOLDRefWorker)
 
     async def generate(self, input_batch):
+        output = await super().generate(input_batch)
         # skyrl-train 0.3.1 passes only token ids past generation; the teacher needs the messages.
-        self.rollout_prompts = input_batch["prompts"]
-        return await super().generate(input_batch)
+        self.rollout_prompts = output.get("gold_prompt_messages")
+        return output
 
     def convert_to_training_input(self, generator_output, uids) -> TrainingInputBatch:
         batch = super().convert_to_training_input(generator_output, uids)
@@ -101,9 +152,9 @@ class GOLDDistillationTrainer(RayPPOTrainer):
         else:
             if prompts is None or len(prompts) != n:
                 raise ValueError(
-                    f"GOLD needs the prompt of each of the {n} responses, got "
+                    f"GOLD needs the prompt messages of each of the {n} responses, got "
                     f"{None if prompts is None else len(prompts)}. Fix: generate through the trainer's "
-                    "generate() and keep trainer.algorithm.dynamic_sampling.type=null"
+                    "generate() with GOLDGymGenerator and keep trainer.algorithm.dynamic_sampling.type=null"
                 )
             eos_ids = self.gold.student_eos_token_ids
             views = build_teacher_views(
@@ -192,12 +243,21 @@ class GOLDDistillationTrainer(RayPPOTrainer):
 
 
 class GOLDDistillationExp(BasePPOExp):
-    """BasePPOExp with the GOLD trainer, the teacher tokenizer and remote code off by default."""
+    """BasePPOExp with the GOLD trainer and generator, the teacher tokenizer and remote code off by default."""
 
     def get_tokenizer(self, padding_side="left"):
         tokenizer = load_tokenizer(self.cfg.trainer.policy.model.path, bool(self.cfg.gold.student_trust_remote_code))
         tokenizer.padding_side = padding_side
         return tokenizer
+
+    def get_generator(self, cfg, tokenizer, inference_engine_client):
+        return GOLDGymGenerator(
+            generator_cfg=cfg.generator,
+            skyrl_gym_cfg=cfg.environment.skyrl_gym,
+            inference_engine_client=inference_engine_client,
+            tokenizer=tokenizer,
+            model_name=cfg.trainer.policy.model.path,
+        )
 
     def get_trainer(self, *args, **kwargs):
         teacher = load_tokenizer(self.cfg.trainer.ref.model.path, bool(self.cfg.gold.teacher_trust_remote_code))
@@ -216,6 +276,9 @@ register_gold_config()
 
 @ray.remote(num_cpus=1)
 def gold_entrypoint(cfg: DictConfig):
+    # Run as `python -m`, this module is __main__ and reaches this process by value, without its
+    # module-level fix; BasePPOExp._setup_trainer imports SkyRL's FSDP workers here.
+    patch_skyrl_imports()
     GOLDDistillationExp(cfg).run()
 
 

@@ -12,6 +12,9 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 : "${GOLD_MODE:=reward}"
 : "${LOGGER:=wandb}"
 : "${RUN_NAME:=gold_$(basename "$STUDENT")_from_$(basename "$TEACHER")}"
+# Each run resumes (trainer.resume_mode=latest) and exports in folders of its own.
+: "${CKPT_DIR:=$HOME/ckpts/$RUN_NAME}"
+: "${EXPORT_DIR:=$HOME/exports/$RUN_NAME}"
 : "${PYTHON:=python}"
 
 if [[ "$(basename "$(dirname "$here")")" == "examples" && -f "$here/../../pyproject.toml" ]]; then
@@ -54,4 +57,6 @@ exec "${launcher[@]}" \
   trainer.logger="$LOGGER" \
   trainer.project_name=gold_distillation \
   trainer.run_name="$RUN_NAME" \
+  trainer.ckpt_path="$CKPT_DIR" \
+  trainer.export_path="$EXPORT_DIR" \
   "$@"

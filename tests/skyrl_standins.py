@@ -7,7 +7,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from gold_distillation.main_gold_distill import CONFIG_DIR
+from gold_distillation.main_gold_distill import CONFIG_DIR, GOLDGymGenerator
 from gold_distillation.skyrl_compat import patch_skyrl_imports
 
 patch_skyrl_imports()
@@ -77,6 +77,11 @@ class StandInGroup:
         pass
 
 
+def stand_in_generator():
+    """A generator the trainer accepts (a GOLDGymGenerator by type); tests set its generate."""
+    return MagicMock(spec=GOLDGymGenerator)
+
+
 class DummyDataset:
     def __len__(self):
         return 1
@@ -125,5 +130,5 @@ def run_without_ray(fn, *args, **kwargs):
 
 __all__ = [
     "CPUStrategy", "DummyDataset", "MagicMock", "StandInGroup", "StudentForward", "TrainingInputBatch",
-    "WORKER_KWARGS", "gold_cfg", "open_dict", "plain_ref_worker", "run_without_ray", "wrap",
+    "WORKER_KWARGS", "gold_cfg", "open_dict", "plain_ref_worker", "run_without_ray", "stand_in_generator", "wrap",
 ]

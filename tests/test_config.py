@@ -70,11 +70,11 @@ def test_missing_teacher_folder_fails_with_the_path():
 def test_loss_mode_rejects_a_policy_worker_that_is_not_gold(tokenizers):
     from gold_distillation.main_gold_distill import GOLDDistillationTrainer
 
-    from .skyrl_standins import DummyDataset, MagicMock
+    from .skyrl_standins import DummyDataset, stand_in_generator
 
     cfg = gold_cfg(LLAMA, QWEN, "gold.mode=loss")
     trainer = GOLDDistillationTrainer(cfg=cfg, tracker=None, tokenizer=load_tokenizer(LLAMA), train_dataset=DummyDataset(),
-                                      eval_dataset=None, inference_engine_client=None, generator=MagicMock(),
+                                      eval_dataset=None, inference_engine_client=None, generator=stand_in_generator(),
                                       teacher_tokenizer=load_tokenizer(QWEN))
     with pytest.raises(ValueError, match="gold.mode=loss"):
         trainer.build_models(object, None, None)
@@ -100,7 +100,7 @@ def test_experiment_builds_the_gold_trainer_with_remote_code_off(monkeypatch):
 
     from gold_distillation.main_gold_distill import GOLDDistillationExp, GOLDDistillationTrainer
 
-    from .skyrl_standins import DummyDataset, MagicMock
+    from .skyrl_standins import DummyDataset, stand_in_generator
 
     calls = []
     real = AutoTokenizer.from_pretrained
@@ -110,7 +110,7 @@ def test_experiment_builds_the_gold_trainer_with_remote_code_off(monkeypatch):
     exp.cfg = gold_cfg(LLAMA, QWEN)
     tokenizer = exp.get_tokenizer()
     trainer = exp.get_trainer(cfg=exp.cfg, tracker=None, tokenizer=tokenizer, train_dataset=DummyDataset(), eval_dataset=None,
-                              inference_engine_client=None, generator=MagicMock(), colocate_pg=None)
+                              inference_engine_client=None, generator=stand_in_generator(), colocate_pg=None)
     assert isinstance(trainer, GOLDDistillationTrainer)
     assert trainer.teacher_tokenizer.name_or_path == QWEN and not trainer.same_vocabulary
     assert tokenizer.padding_side == "left" and tokenizer.pad_token_id is not None

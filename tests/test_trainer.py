@@ -13,7 +13,7 @@ from gold_distillation.main_gold_distill import GOLDDistillationTrainer
 from gold_distillation.teacher_view import build_teacher_view
 
 from .conftest import TOKENIZERS_DIR, tiny_model
-from .skyrl_standins import DummyDataset, MagicMock, StandInGroup, StudentForward, gold_cfg, plain_ref_worker, run_without_ray, wrap
+from .skyrl_standins import DummyDataset, StandInGroup, StudentForward, gold_cfg, plain_ref_worker, run_without_ray, stand_in_generator, wrap
 
 LLAMA, QWEN = str(TOKENIZERS_DIR / "llama3.1-instruct"), str(TOKENIZERS_DIR / "qwen2.5-instruct")
 PROMPTS = [
@@ -39,6 +39,7 @@ def generator_output(tok, eos=(True, False, True)):
         "stop_reasons": ["stop" if e else "length" for e in eos],
         "rollout_metrics": None,
         "rollout_logprobs": None,
+        "gold_prompt_messages": PROMPTS,  # what GOLDGymGenerator reports: each environment's init output
     }
 
 
@@ -47,7 +48,7 @@ def build_trainer(cfg, student_model, teacher_model):
     stand-in groups around the tiny models."""
     trainer = GOLDDistillationTrainer(
         cfg=cfg, tracker=None, tokenizer=load_tokenizer(cfg.trainer.policy.model.path), train_dataset=DummyDataset(),
-        eval_dataset=None, inference_engine_client=None, generator=MagicMock(),
+        eval_dataset=None, inference_engine_client=None, generator=stand_in_generator(),
         teacher_tokenizer=load_tokenizer(cfg.trainer.ref.model.path),
     )
     trainer.policy_model = StandInGroup(StudentForward(wrap(student_model), cfg.generator.sampling_params.temperature))
