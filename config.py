@@ -132,7 +132,7 @@ def validate_run_config(cfg) -> None:
         need("trainer.algorithm.policy_loss_type", algorithm.policy_loss_type == "importance_sampling",
              "set it to importance_sampling for gold.mode=reward (or use gold.mode=loss)")
     need("trainer.strategy", trainer.strategy in ("fsdp", "fsdp2"),
-         f"got {trainer.strategy!r}; set it to fsdp2 (or fsdp): the GOLD workers are FSDP workers")
+         f"set it to fsdp2 (or fsdp), not {trainer.strategy!r}: the GOLD workers are FSDP workers")
     need("trainer.use_sample_packing", not trainer.use_sample_packing,
          "set it to false: the GOLD ref worker (and the GOLD policy worker) read padded logits")
     need("trainer.ref.sequence_parallel_size", trainer.ref.sequence_parallel_size == 1,

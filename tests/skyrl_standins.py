@@ -1,6 +1,8 @@
 """Stand-ins for SkyRL's Ray worker groups, built the way SkyRL's own CPU tests build theirs:
 workers are plain objects (no Ray, no GPU) around tiny HF models in SkyRL's model wrapper."""
 
+import os
+from pathlib import Path
 from unittest.mock import MagicMock, patch
 
 import torch
@@ -42,6 +44,58 @@ def gold_cfg(student_path, teacher_path, *overrides):
         )
     validate_cfg(cfg)
     return cfg
+
+
+# The GOLD run modes and the overrides that select them.
+MODES = {"reward": [], "loss": ["gold.mode=loss"], "uld_reward": ["gold.uld_reward_coef=0.5"]}
+
+
+def plain_trainer(cfg, generator=None):
+    """The GOLD trainer as GOLDDistillationExp builds it, without worker groups."""
+    from gold_distillation.gold_setup import load_tokenizer
+    from gold_distillation.main_gold_distill import GOLDDistillationTrainer
+
+    return GOLDDistillationTrainer(
+        cfg=cfg, tracker=None, tokenizer=load_tokenizer(cfg.trainer.policy.model.path), train_dataset=DummyDataset(),
+        eval_dataset=None, inference_engine_client=None, generator=generator or stand_in_generator(),
+        teacher_tokenizer=load_tokenizer(cfg.trainer.ref.model.path),
+    )
+
+
+def classes_handed_to_skyrl(trainer) -> dict:
+    """The worker classes the trainer passes on to SkyRL's build_models when BasePPOExp hands it
+    SkyRL's FSDP workers (as its _setup_trainer does): {"policy", "critic", "ref"}."""
+    from skyrl_train.trainer import RayPPOTrainer
+    from skyrl_train.workers.fsdp.fsdp_worker import CriticWorker, PolicyWorker, RefWorker
+
+    with patch.object(RayPPOTrainer, "build_models") as build:
+        trainer.build_models(PolicyWorker, CriticWorker, RefWorker)
+    return dict(zip(("policy", "critic", "ref"), build.call_args.args))
+
+
+def actor_class_location(actor_class) -> tuple[str, str]:
+    """(module, qualified name) of the class a Ray worker process imports to create the actor."""
+    cls = actor_class.__ray_metadata__.modified_class.__ray_actor_class__
+    return cls.__module__, cls.__qualname__
+
+
+def write_fake_flash_attn(folder) -> str:
+    """A tiny installed-looking `flash_attn` package in folder (returned, for PYTHONPATH), so that
+    fresh processes take the path of a GPU machine, where flash-attn is installed, and not the
+    CPU stand-in of skyrl_compat. Its functions are never called on CPU."""
+    package = Path(folder) / "flash_attn"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text('__version__ = "2.7.4"\n')
+    (package / "bert_padding.py").write_text(
+        "def pad_input(*args, **kwargs):\n    raise NotImplementedError('fake flash_attn')\n\n\n"
+        "def unpad_input(*args, **kwargs):\n    raise NotImplementedError('fake flash_attn')\n"
+    )
+    return str(folder)
+
+
+def with_pythonpath(first: str) -> dict:
+    """os.environ with `first` in front of PYTHONPATH."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (first, os.environ.get("PYTHONPATH")) if p)}
 
 
 def wrap(model):
@@ -129,6 +183,7 @@ def run_without_ray(fn, *args, **kwargs):
 
 
 __all__ = [
-    "CPUStrategy", "DummyDataset", "MagicMock", "StandInGroup", "StudentForward", "TrainingInputBatch",
-    "WORKER_KWARGS", "gold_cfg", "open_dict", "plain_ref_worker", "run_without_ray", "stand_in_generator", "wrap",
+    "CPUStrategy", "DummyDataset", "MODES", "MagicMock", "StandInGroup", "StudentForward", "TrainingInputBatch",
+    "WORKER_KWARGS", "actor_class_location", "classes_handed_to_skyrl", "gold_cfg", "open_dict", "plain_ref_worker",
+    "plain_trainer", "run_without_ray", "stand_in_generator", "with_pythonpath", "wrap", "write_fake_flash_attn",
 ]

@@ -11,7 +11,7 @@ from hydra.errors import ConfigCompositionException
 from gold_distillation.config import validate_run_config
 from gold_distillation.gold_setup import load_tokenizer
 
-from .skyrl_standins import gold_cfg
+from .skyrl_standins import gold_cfg, plain_trainer
 from .test_trainer import LLAMA, QWEN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,14 +68,7 @@ def test_missing_teacher_folder_fails_with_the_path():
 
 
 def test_loss_mode_rejects_a_policy_worker_that_is_not_gold(tokenizers):
-    from gold_distillation.main_gold_distill import GOLDDistillationTrainer
-
-    from .skyrl_standins import DummyDataset, stand_in_generator
-
-    cfg = gold_cfg(LLAMA, QWEN, "gold.mode=loss")
-    trainer = GOLDDistillationTrainer(cfg=cfg, tracker=None, tokenizer=load_tokenizer(LLAMA), train_dataset=DummyDataset(),
-                                      eval_dataset=None, inference_engine_client=None, generator=stand_in_generator(),
-                                      teacher_tokenizer=load_tokenizer(QWEN))
+    trainer = plain_trainer(gold_cfg(LLAMA, QWEN, "gold.mode=loss"))
     with pytest.raises(ValueError, match="gold.mode=loss"):
         trainer.build_models(object, None, None)
 

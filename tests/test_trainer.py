@@ -8,12 +8,10 @@ from unittest.mock import AsyncMock
 import numpy as np
 import torch
 
-from gold_distillation.gold_setup import load_tokenizer
-from gold_distillation.main_gold_distill import GOLDDistillationTrainer
 from gold_distillation.teacher_view import build_teacher_view
 
 from .conftest import TOKENIZERS_DIR, tiny_model
-from .skyrl_standins import DummyDataset, StandInGroup, StudentForward, gold_cfg, plain_ref_worker, run_without_ray, stand_in_generator, wrap
+from .skyrl_standins import StandInGroup, StudentForward, gold_cfg, plain_ref_worker, plain_trainer, run_without_ray, wrap
 
 LLAMA, QWEN = str(TOKENIZERS_DIR / "llama3.1-instruct"), str(TOKENIZERS_DIR / "qwen2.5-instruct")
 PROMPTS = [
@@ -44,13 +42,8 @@ def generator_output(tok, eos=(True, False, True)):
 
 
 def build_trainer(cfg, student_model, teacher_model):
-    """The trainer as GOLDDistillationExp builds it (tokenizers through load_tokenizer), with
-    stand-in groups around the tiny models."""
-    trainer = GOLDDistillationTrainer(
-        cfg=cfg, tracker=None, tokenizer=load_tokenizer(cfg.trainer.policy.model.path), train_dataset=DummyDataset(),
-        eval_dataset=None, inference_engine_client=None, generator=stand_in_generator(),
-        teacher_tokenizer=load_tokenizer(cfg.trainer.ref.model.path),
-    )
+    """The trainer as GOLDDistillationExp builds it, with stand-in groups around the tiny models."""
+    trainer = plain_trainer(cfg)
     trainer.policy_model = StandInGroup(StudentForward(wrap(student_model), cfg.generator.sampling_params.temperature))
     trainer.ref_model = StandInGroup(plain_ref_worker(cfg, teacher_model))
     return trainer

@@ -1,0 +1,99 @@
+"""Process boundaries of the entrypoint, in fresh Python processes as on a GPU machine (a fake
+`flash_attn` package is importable, so skyrl_compat's CPU stand-in is not used):
+
+- the entrypoint module and the module of every worker class the trainer hands to SkyRL, in every
+  mode, import with nothing imported before (that is how a Ray worker process loads its actor class);
+- `python -m gold_distillation.main_gold_distill` with a rejected setting exits non-zero within
+  seconds, naming the key, before Ray starts.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .skyrl_standins import MODES, actor_class_location, classes_handed_to_skyrl, gold_cfg, plain_trainer, with_pythonpath, write_fake_flash_attn
+from .test_trainer import LLAMA, QWEN
+
+# Each is run in a fresh interpreter; the first statement checks that nothing of ours or SkyRL's
+# was imported before, the last prints which flash_attn was used.
+FRESH_IMPORT = """
+import importlib, sys
+assert not [m for m in sys.modules if m.split(".")[0] in ("skyrl_train", "gold_distillation", "flash_attn")]
+{body}
+print("flash_attn from", sys.modules["flash_attn"].__file__)
+"""
+
+
+@pytest.fixture(scope="module")
+def gpu_like_env(tmp_path_factory):
+    """Environment for subprocesses: the fake flash_attn first on PYTHONPATH."""
+    return with_pythonpath(write_fake_flash_attn(tmp_path_factory.mktemp("fake_flash_attn")))
+
+
+def run_all(commands: dict, env, timeout=180, cwd=None) -> dict:
+    """Run the commands concurrently (2 cores: each spends its time importing torch and SkyRL);
+    returns {name: (returncode, stdout + stderr, seconds)}. A command still running at the
+    timeout is killed with its whole process group (a Ray it may have started included)."""
+    start = time.monotonic()
+    procs = {name: subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    start_new_session=True) for name, cmd in commands.items()}
+    results = {}
+    for name, proc in procs.items():
+        try:
+            out, _ = proc.communicate(timeout=max(1.0, timeout - (time.monotonic() - start)))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+        results[name] = (proc.returncode, out, time.monotonic() - start)
+    return results
+
+
+def test_entrypoint_and_every_worker_class_import_in_a_fresh_process(tokenizers, gpu_like_env, tmp_path):
+    handed = {}
+    for mode, overrides in MODES.items():
+        classes = classes_handed_to_skyrl(plain_trainer(gold_cfg(LLAMA, QWEN, *overrides)))
+        assert classes["critic"] is None  # GOLD has no critic; validate_run_config rejects one
+        for role in ("policy", "ref"):
+            handed.setdefault(actor_class_location(classes[role]), []).append(f"{mode}/{role}")
+    # Reward mode too hands over a class whose module applies the skyrl-train 0.3.1 import fix.
+    assert {module for module, _ in handed} == {"gold_distillation.gold_policy_worker", "gold_distillation.gold_ref_worker"}
+
+    bodies = {
+        "entrypoint": "import gold_distillation.main_gold_distill\nimport skyrl_train.workers.fsdp.fsdp_worker",
+        **{", ".join(users): f"getattr(importlib.import_module({module!r}), {qualname!r})"
+           for (module, qualname), users in handed.items()},
+    }
+    commands = {name: [sys.executable, "-c", FRESH_IMPORT.format(body=body)] for name, body in bodies.items()}
+    results = run_all(commands, gpu_like_env, cwd=tmp_path)
+    fake = gpu_like_env["PYTHONPATH"].split(os.pathsep)[0]
+    for name, (code, out, _) in results.items():
+        assert code == 0, f"{name}: {out[-3000:]}"
+        assert f"flash_attn from {fake}" in out, f"{name} did not use the installed flash_attn: {out[-500:]}"
+
+
+# Each setting the entrypoint must reject before Ray starts, and the key its error names.
+REJECTED = [
+    (["trainer.ref.sequence_parallel_size=2"], "trainer.ref.sequence_parallel_size"),
+    (["gold.mode=loss", "trainer.policy.sequence_parallel_size=2"], "trainer.policy.sequence_parallel_size"),
+    (["gold.uld_reward_coef=0.5", "trainer.policy.sequence_parallel_size=2"], "trainer.policy.sequence_parallel_size"),
+    (["trainer.use_sample_packing=true"], "trainer.use_sample_packing"),
+    (["trainer.update_ref_every_epoch=true"], "trainer.update_ref_every_epoch"),
+    (["trainer.strategy=deepspeed"], "trainer.strategy"),
+    (["trainer.critic.model.path=/models/critic"], "trainer.critic.model.path"),
+    (["generator.step_wise_trajectories=true"], "generator.step_wise_trajectories"),
+]
+
+
+def test_entrypoint_exits_before_ray_naming_each_rejected_key(tokenizers, gpu_like_env, tmp_path):
+    base = [sys.executable, "-m", "gold_distillation.main_gold_distill", f"trainer.policy.model.path={LLAMA}",
+            f"trainer.ref.model.path={QWEN}", "trainer.logger=console"]
+    commands = {" ".join(overrides): base + overrides for overrides, _ in REJECTED}
+    results = run_all(commands, {**gpu_like_env, "HYDRA_FULL_ERROR": "1"}, timeout=150, cwd=tmp_path)
+    for (overrides, key), (name, (code, out, seconds)) in zip(REJECTED, results.items()):
+        assert code not in (0, -signal.SIGKILL), f"{name}: exit {code} after {seconds:.0f} s: {out[-2000:]}"
+        assert f"ValueError: {key}: set it to" in out, f"{name}: {out[-2000:]}"
+        assert "Started a local Ray instance" not in out, f"{name} started Ray: {out[-2000:]}"
