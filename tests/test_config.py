@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra.errors import ConfigCompositionException
 
 from gold_distillation.config import validate_run_config
@@ -42,18 +43,36 @@ def test_config_composes_with_gold_overrides():
         (["trainer.algorithm.advantage_estimator=grpo"], "trainer.algorithm.advantage_estimator"),
         (["trainer.algorithm.policy_loss_type=regular"], "trainer.algorithm.policy_loss_type"),
         (["gold.mode=loss", "trainer.use_sample_packing=true"], "trainer.use_sample_packing"),
+        (["trainer.use_sample_packing=true"], "trainer.use_sample_packing"),
+        (["trainer.ref.sequence_parallel_size=2"], "trainer.ref.sequence_parallel_size"),
+        (["gold.mode=loss", "trainer.policy.sequence_parallel_size=2"], "trainer.policy.sequence_parallel_size"),
+        (["gold.uld_reward_coef=0.5", "trainer.policy.sequence_parallel_size=2"], "trainer.policy.sequence_parallel_size"),
+        (["trainer.update_ref_every_epoch=true"], "trainer.update_ref_every_epoch"),
+        (["trainer.strategy=deepspeed"], "trainer.strategy"),
+        (["trainer.strategy=megatron"], "trainer.strategy"),
+        (["trainer.critic.model.path=/models/critic"], "trainer.critic.model.path"),
+        (["generator.step_wise_trajectories=true"], "generator.step_wise_trajectories"),
     ],
 )
 def test_bad_values_fail_at_start_up_naming_the_key(overrides, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")) as err:
+        validate_run_config(composed(*overrides))
+    assert "Fix" in str(err.value) or ": set" in str(err.value)
+
+
+def composed(*overrides):
+    """The GOLD config as the entrypoint composes it, before any validation."""
     from hydra import compose, initialize_config_dir
 
     from gold_distillation.main_gold_distill import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = compose(config_name="gold_distill", overrides=[f"trainer.policy.model.path={LLAMA}", f"trainer.ref.model.path={QWEN}", *overrides])
-    with pytest.raises(ValueError, match=key.replace(".", r"\.")) as err:
-        validate_run_config(cfg)
-    assert "Fix" in str(err.value) or ": set" in str(err.value)
+        return compose(config_name="gold_distill", overrides=[f"trainer.policy.model.path={LLAMA}", f"trainer.ref.model.path={QWEN}", *overrides])
+
+
+def test_reward_mode_allows_student_sequence_parallelism():
+    # SkyRL's own policy step gathers the student's log-probs across sequence-parallel ranks.
+    validate_run_config(composed("trainer.policy.sequence_parallel_size=2"))
 
 
 @pytest.mark.parametrize("override", ["gold.unknown_key=1", "gold.beta=high"])
@@ -86,6 +105,28 @@ def test_launch_scripts_print_the_resolved_config_without_gpus(script, teacher, 
     out = subprocess.run(["bash", str(ROOT / script), "--cfg", "job"], env={**env, "TEACHER": "/models/t"}, cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert "path: /models/t" in out.stdout
+
+
+def launch(script, tmp_path, *args, **env):
+    """The resolved config a launch script prints (--cfg job), as a dict; HOME is tmp_path."""
+    out = subprocess.run(["bash", str(ROOT / script), *args, "--cfg", "job"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHON": sys.executable, "HOME": str(tmp_path), **env})
+    assert out.returncode == 0, out.stderr
+    return yaml.safe_load(out.stdout)
+
+
+def test_launch_scripts_give_each_run_its_own_checkpoint_and_export_folders(tmp_path):
+    runs = [launch(script, tmp_path)["trainer"] for script in ("run_gold_distill_qwen_to_llama.sh", "run_gold_distill_llama_to_qwen.sh")]
+    for run in runs:
+        assert run["resume_mode"] == "latest"
+        assert run["ckpt_path"] == f"{tmp_path}/ckpts/{run['run_name']}"
+        assert run["export_path"] == f"{tmp_path}/exports/{run['run_name']}"
+    # The second run cannot resume the first one's checkpoint.
+    assert runs[0]["ckpt_path"] != runs[1]["ckpt_path"] and runs[0]["export_path"] != runs[1]["export_path"]
+    # Overridable: by run name, by environment variable, by hydra override.
+    run = launch("run_gold_distill_qwen_to_llama.sh", tmp_path, "trainer.export_path=/data/out", RUN_NAME="trial", CKPT_DIR="/data/ck")["trainer"]
+    assert (run["run_name"], run["ckpt_path"], run["export_path"]) == ("trial", "/data/ck", "/data/out")
+    assert launch("run_gold_distill_qwen_to_llama.sh", tmp_path, RUN_NAME="trial")["trainer"]["ckpt_path"] == f"{tmp_path}/ckpts/trial"
 
 
 def test_experiment_builds_the_gold_trainer_with_remote_code_off(monkeypatch):

@@ -33,3 +33,26 @@ def test_no_op_advantages_are_the_rewards_and_registration_is_idempotent():
     register_skyrl_functions()
     assert AdvantageEstimatorRegistry.get("no_op") is no_op_advantage
     assert PolicyLossRegistry.get("importance_sampling") is importance_sampling_loss
+
+
+def test_reward_mode_reduces_as_skyrls_on_policy_distillation_example():
+    """skyrl-train 0.3.1's examples/on_policy_distillation reduces its importance_sampling loss with
+    seq_mean_token_sum_norm and config.max_seq_len; GOLD's reward mode does so by default."""
+    from .skyrl_standins import gold_cfg
+    from .test_trainer import LLAMA, QWEN
+
+    cfg = gold_cfg(LLAMA, QWEN, "generator.sampling_params.max_generate_length=96", "trainer.max_prompt_length=32")
+    algorithm = cfg.trainer.algorithm
+    assert algorithm.loss_reduction == "seq_mean_token_sum_norm" and algorithm.max_seq_len == 32 + 96
+    logp = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -4.0, 0.0]])
+    old = logp - torch.tensor([[0.1, 0.0, -0.2], [0.0, 0.3, 0.0]])
+    advantages = torch.tensor([[1.0, -2.0, 0.5], [3.0, -1.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    per_token = -torch.exp(logp - old) * advantages * mask
+    loss, _ = PolicyLossRegistry.get("importance_sampling")(logp, old, advantages, algorithm, loss_mask=mask)
+    torch.testing.assert_close(loss, (per_token.sum(-1) / 128).mean())
+    # Overridable; loss mode's own reduction keeps its default.
+    algorithm = gold_cfg(LLAMA, QWEN, "trainer.algorithm.loss_reduction=token_mean").trainer.algorithm
+    loss, _ = PolicyLossRegistry.get("importance_sampling")(logp, old, advantages, algorithm, loss_mask=mask)
+    torch.testing.assert_close(loss, per_token.sum() / 5)
+    assert cfg.gold.loss_reduction == "token_mean"

@@ -6,12 +6,14 @@ import math
 from unittest.mock import AsyncMock
 
 import numpy as np
+import pytest
 import torch
+from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput
 
 from gold_distillation.teacher_view import build_teacher_view
 
 from .conftest import TOKENIZERS_DIR, tiny_model
-from .skyrl_standins import StandInGroup, StudentForward, gold_cfg, plain_ref_worker, plain_trainer, run_without_ray, wrap
+from .skyrl_standins import StandInGroup, StudentForward, gold_cfg, open_dict, plain_ref_worker, plain_trainer, run_without_ray, wrap
 
 LLAMA, QWEN = str(TOKENIZERS_DIR / "llama3.1-instruct"), str(TOKENIZERS_DIR / "qwen2.5-instruct")
 PROMPTS = [
@@ -168,3 +170,85 @@ def test_uld_reward_term_subtracts_coef_times_exact_uld_per_group(tokenizers):
     exact = sorted_l1(s.merged.exp(), t.merged.exp()).reshape(-1, g)
     expected = place_group_values(-0.5 * exact, batch["student_group_ids"]) * batch["loss_mask"]
     torch.testing.assert_close(rewards[0.5] - rewards[0.0], expected, atol=1e-4, rtol=1e-4)
+
+
+class SystemPromptEnv(BaseTextEnv):
+    """An environment whose init adds a system message naming its trajectory (as environments may
+    rewrite or extend the dataset prompt); one turn, reward 0."""
+
+    def __init__(self, env_config=None, extras=None):
+        super().__init__()
+        self.tag = extras["tag"]
+
+    def init(self, prompt):
+        return [{"role": "system", "content": f"You are agent {self.tag}. Answer briefly."}, *prompt], {}
+
+    def step(self, action):
+        return BaseTextEnvStepOutput(observations=[], reward=0.0, done=True, metadata={})
+
+
+class FixedAnswerEngine:
+    """Stand-in inference engine client: answers every prompt (token ids or messages) with the
+    same student tokens."""
+
+    def __init__(self, tokenizer, text):
+        self.ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        self.text = text
+
+    async def generate(self, engine_input):
+        n = len(engine_input.get("prompt_token_ids") or engine_input["prompts"])
+        return {"responses": [self.text] * n, "response_ids": [list(self.ids) for _ in range(n)],
+                "stop_reasons": ["stop"] * n, "response_logprobs": None}
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_teacher_reads_the_conversation_the_environment_gave_the_student(tokenizers, batched):
+    """Through SkyRL's own gym generator (agent loops, or generate_batched as in SkyRL's on-policy
+    distillation example): the teacher's prompt is the environment's init output, not the dataset's."""
+    from skyrl_gym.envs.registration import register, registry
+
+    from gold_distillation.main_gold_distill import GOLDGymGenerator
+    from gold_distillation.teacher_view import render_prompt
+
+    if "gold_test_system_prompt" not in registry:
+        register(id="gold_test_system_prompt", entry_point=SystemPromptEnv)
+    s_tok, t_tok = tokenizers["llama3.1-instruct"], tokenizers["qwen2.5-instruct"]
+    cfg = gold_cfg(LLAMA, QWEN, f"generator.batched={str(batched).lower()}")
+    kwargs = {} if batched else {"date_string": "01 Jan 2030"}  # SkyRL rejects template kwargs when batched
+    with open_dict(cfg):
+        cfg.generator.chat_template_kwargs = kwargs
+    generator = GOLDGymGenerator(generator_cfg=cfg.generator, skyrl_gym_cfg=cfg.environment.skyrl_gym,
+                                 inference_engine_client=FixedAnswerEngine(s_tok, "The answer is 84."), tokenizer=s_tok,
+                                 model_name=LLAMA)
+    trainer = plain_trainer(cfg, generator)
+    prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[2]]  # two samples of the first prompt
+    output = asyncio.run(trainer.generate({
+        "prompts": prompts, "env_classes": ["gold_test_system_prompt"] * 4,
+        "env_extras": [{"tag": i} for i in range(4)], "sampling_params": None,
+    }))
+
+    seen = [[{"role": "system", "content": f"You are agent {i}. Answer briefly."}, *p] for i, p in enumerate(prompts)]
+    assert output["gold_prompt_messages"] == seen and trainer.rollout_prompts == seen
+    # They are what the student's prompt was rendered from, with generator.chat_template_kwargs.
+    for ids, messages in zip(output["prompt_token_ids"], seen):
+        assert list(ids) == s_tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **kwargs)
+    if kwargs:
+        assert "01 Jan 2030" in s_tok.decode(output["prompt_token_ids"][0])
+
+    uids = ["0", "0", "1", "2"]
+    trainer.policy_model = StandInGroup(None)  # one data-parallel rank: no padding rows
+    output = trainer.postprocess_generator_output(output, uids)
+    batch = run_without_ray(trainer.convert_to_training_input, output, uids)
+    for row, messages in enumerate(seen):
+        teacher_tokens = batch["teacher_sequences"][row][batch["teacher_attention_mask"][row].bool()].tolist()
+        expected = render_prompt(t_tok, messages)
+        assert teacher_tokens[: len(expected)] == expected, f"row {row}: the teacher saw another conversation"
+
+
+def test_a_generator_that_cannot_report_the_messages_fails_at_start_up(tokenizers):
+    from unittest.mock import MagicMock
+
+    with pytest.raises(ValueError, match="generator .*GOLDGymGenerator"):
+        plain_trainer(gold_cfg(LLAMA, QWEN), generator=MagicMock())
+    # With one vocabulary the teacher reads the student's own tokens: any generator will do.
+    assert plain_trainer(gold_cfg(LLAMA, LLAMA), generator=MagicMock()).same_vocabulary

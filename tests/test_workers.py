@@ -1,5 +1,7 @@
 """The GOLD ref worker's forward and the loss-mode GOLD policy worker's step, as plain objects."""
 
+import weakref
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +100,27 @@ def test_loss_mode_worker_step_has_finite_gradients_and_lowers_the_gold_loss(mod
         losses.append(out.metadata["train_status"]["final_loss"])
     assert all(np.isfinite(losses))
     assert losses[-1] < losses[0] * 0.9, losses
+
+
+def test_loss_mode_frees_each_micro_batch_after_its_step(models, monkeypatch):
+    """On a GPU each micro-batch the worker trains on is a device copy: none may outlive its step
+    (several epochs, gradient accumulation over micro-batches, and after ppo_train returns)."""
+    import gold_distillation.gold_policy_worker as policy_worker
+
+    cfg = gold_cfg(LLAMA, QWEN, "gold.mode=loss", "trainer.update_epochs_per_batch=2")
+    _, batch = loss_mode_batch(cfg, models)
+    worker = plain_policy_worker(cfg, tiny_model("llama", models[0].config.vocab_size, seed=7))
+    trained_on = []
+    real_loss = policy_worker.student_loss
+
+    def recording_loss(model, micro_batch, *args):
+        alive = [i for i, ref in enumerate(trained_on) if ref() is not None]
+        assert not alive, f"micro-batches {alive} are still referenced at step {len(trained_on)}"
+        trained_on.append(weakref.ref(micro_batch))
+        return real_loss(model, micro_batch, *args)
+
+    monkeypatch.setattr(policy_worker, "student_loss", recording_loss)
+    status = run_without_ray(worker.ppo_train, batch)
+    assert len(trained_on) == 2 * batch.batch_size  # micro_train_batch_size_per_gpu=1, two epochs
+    assert all(ref() is None for ref in trained_on) and worker.gold_micro_batches is None
+    assert np.isfinite(status.metadata["train_status"]["final_loss"])
