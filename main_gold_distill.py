@@ -25,8 +25,8 @@ import hydra
 import ray
 import torch
 from omegaconf import DictConfig
-from skyrl_train.distributed.dispatch import concatenate_outputs_after_mesh_dispatch
 from skyrl_gym import Env
+from skyrl_train.distributed.dispatch import concatenate_outputs_after_mesh_dispatch
 from skyrl_train.entrypoints.main_base import BasePPOExp
 from skyrl_train.generators.skyrl_gym_generator import SkyRLGymGenerator
 from skyrl_train.trainer import RayPPOTrainer
