@@ -267,9 +267,9 @@ def build_checkpoints(root: Path, tokenizers_dir: Path, hidden: int, layers: int
         # Same arguments as gold_setup.tokenizers_from_cfg, so the workers reuse this load (lru_cache).
         tokenizer = load_tokenizer(str(folder), False)
         model = tiny_model(family, len(tokenizer), hidden, layers, seed)
-        model.config.max_position_embeddings = 1024
         model.save_pretrained(folder)
-        out[side] = {"path": str(folder), "family": family, "vocab": len(tokenizer), "params": sum(p.numel() for p in model.parameters())}
+        out[side] = {"path": str(folder), "family": family, "vocab": len(tokenizer), "params": sum(p.numel() for p in model.parameters()),
+                     "context": model.config.max_position_embeddings}
     return out
 
 
@@ -446,7 +446,8 @@ def stage_setup(checks: Checks, args, tmp: Path):
     checks("student vocabulary is Llama 3.1's", ckpts["student"]["vocab"] == STUDENT_VOCAB or args.small, ckpts["student"]["vocab"])
     checks("teacher vocabulary is Qwen2.5's", ckpts["teacher"]["vocab"] == TEACHER_VOCAB or args.small, ckpts["teacher"]["vocab"])
     checks("the batch has groups of several tokens", batch_info["multi_token_groups"] > 0, batch_info["multi_token_groups"])
-    checks("rollout responses fit the models' context", batch["sequences"].shape[1] <= 1024 and batch["teacher_sequences"].shape[1] <= 1024)
+    checks("the sequences fit the models' context",
+           batch["sequences"].shape[1] <= ckpts["student"]["context"] and batch["teacher_sequences"].shape[1] <= ckpts["teacher"]["context"])
     state = dict(ckpts=ckpts, cfg_loss=cfg_loss, cfg_reward=cfg_reward, batch=batch, port=port, student_tok=student_tok, teacher_tok=teacher_tok)
     info = {
         "checkpoints": ckpts, **batch_info, "strategy": cfg_loss.trainer.strategy, "flash_attn": cfg_loss.trainer.flash_attn,
