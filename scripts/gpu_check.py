@@ -710,7 +710,8 @@ def measure(bench, device, reps: int):
 def is_oom(exc: BaseException) -> bool:
     import torch
 
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    message = str(exc).lower()
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in message or "cublas_status_alloc_failed" in message
 
 
 def teacher_payload_rows(b, r, vocab_t, topk, matched, device, seed):
