@@ -60,7 +60,10 @@ def _text_normalization(tokenizer) -> str:
 class TokenBytes:
     """What each token id of one tokenizer contributes to decoded text, as UTF-8 bytes.
 
-    pieces[i] is b"" for special tokens (they are zero-width: decoding skips them).
+    pieces[i] is the text token i writes: a special token writes its literal content from the
+    tokenizer's added-tokens definition (e.g. b"<|im_start|>"), as HF's decode with
+    skip_special_tokens=False does. A special token in a response is text the teacher reads; only
+    the response's final end token is not (build_teacher_view pairs it with the teacher's end token).
     strip_leading_space: the decoder drops one leading space of the whole text (SentencePiece).
     byte_fallback[i]: token i is a SentencePiece byte token such as <0x0A>.
     """
@@ -135,7 +138,7 @@ def _build_token_bytes(tokenizer) -> TokenBytes:
     for i, tok in enumerate(tokens):
         if i in added:
             special[i] = added[i].special
-            pieces.append(b"" if added[i].special else added[i].content.encode("utf-8"))
+            pieces.append(added[i].content.encode("utf-8"))
         elif tok is None:
             pieces.append(b"")
         elif byte_level:
@@ -243,8 +246,8 @@ _REPLACEMENT = "\ufffd".encode("utf-8")
 
 def _replace_invalid_byte_runs(pieces: list[bytes], is_byte: np.ndarray, lengths: np.ndarray) -> list[int]:
     """In place: each maximal run of byte tokens (is_byte, bool [n]) whose bytes are not valid
-    UTF-8 becomes one U+FFFD per token. Zero-width tokens (lengths [n] == 0) do not break a run:
-    HF skips special tokens before its decoder sees the sequence. Loops over runs of byte tokens
+    UTF-8 becomes one U+FFFD per token. Zero-width tokens (lengths [n] == 0) do not break a run;
+    a special token (its literal text) does, as in HF's decoder. Loops over runs of byte tokens
     only. Returns the indices of the replaced pieces."""
     visible = np.flatnonzero(lengths > 0)
     edges = np.flatnonzero(np.diff(np.concatenate(([0], is_byte[visible].astype(np.int8), [0]))))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Optional
 
-from .losses import LOSS_REDUCTIONS, MERGES, PLACEMENTS
+from .losses import LOSS_REDUCTIONS, MERGES
 
 MODES = ("reward", "loss")
 
@@ -36,8 +36,6 @@ class GOLDConfig:
     # Teacher merged distributions are shipped as their top-k entries + tail mass; null = full
     # vocabulary (exact). The student side uses the same k for the sorted L1.
     teacher_topk: Optional[int] = 64
-    # Where a group's reward goes among its student tokens: last (default) or spread evenly.
-    reward_placement: str = "last"
     # Reward mode: subtract coef * ULD distance of each group from its reward (0 = off). Costs a
     # second student forward pass (in the GOLD policy worker) and top-k teacher distributions.
     uld_reward_coef: float = 0.0
@@ -71,7 +69,6 @@ def validate_gold_config(gold) -> None:
     checks = [
         ("mode", get("mode") in MODES, f"use one of {MODES}"),
         ("merge", get("merge") in MERGES, f"use one of {MERGES}"),
-        ("reward_placement", get("reward_placement") in PLACEMENTS, f"use one of {PLACEMENTS}"),
         ("beta", 0.0 <= float(get("beta")) <= 1.0, "use a value in [0, 1]"),
         ("student_temperature", float(get("student_temperature")) > 0, "use a positive temperature"),
         ("teacher_temperature", float(get("teacher_temperature")) > 0, "use a positive temperature"),

@@ -8,8 +8,10 @@ with SkyRL's no_op advantages and importance_sampling policy loss (reward mode) 
 student_gold_loss (loss mode). Beside them the usual cross-tokenizer alternative runs for the same
 number of steps: supervised fine-tuning of the student on teacher-generated completions.
 
-Two demo settings beside the SkyRL path: the student never samples special tokens other than EOS
-(see `generate`), and the hybrid loss compares the two EOS tokens directly (see `make_world`).
+The student samples from exactly the distribution it is trained on (the full softmax at
+temperature 1): a special token it writes mid-answer is text the teacher reads and costs the
+teacher's log-probability of that string, and an answer cut at the length limit is scored as
+ending where it was cut (build_teacher_view).
 
 Writes <out>/metrics.jsonl, <out>/curves.png and <out>/summary.json, and prints a summary table.
 """
@@ -26,6 +28,7 @@ from types import SimpleNamespace
 
 import torch
 
+from .alignment import decode_with_spans, token_bytes
 from .config import GOLDConfig, validate_gold_config
 from .demo_task import (
     OPERAND_MAX,
@@ -39,7 +42,7 @@ from .demo_task import (
     tiny_model,
 )
 from .gold_forward import HybridTables, group_measures, response_logits, student_gold_loss, teacher_payload
-from .gold_metrics import span_ratio_metric
+from .gold_metrics import response_end_metrics, span_ratio_metric
 from .gold_setup import hybrid_tables
 from .losses import gather_token_logprobs, span_rewards
 from .policy_losses import importance_sampling_loss
@@ -96,19 +99,14 @@ def pack(prompts: list[list[int]], responses: list[list[int]], pad_id: int) -> B
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], sample: bool) -> list[list[int]]:
     """Responses (up to and including the first EOS) to left-padded prompts; sample=True draws
-    from the model's full distribution (on-policy), else greedy.
-
-    Special tokens other than EOS are never sampled: they carry no text, so a response made only
-    of them has no aligned group and would get no GOLD signal at all (a free escape from the
-    negative span rewards that a tiny random student finds within a few dozen steps)."""
+    from the model's full distribution (on-policy: the one its log-probs are computed from), else
+    greedy."""
     batch = pack(prompts, [[]] * len(prompts), tokenizer.pad_token_id)
-    silent = sorted(set(tokenizer.all_special_ids) - {tokenizer.eos_token_id})
     width = batch.sequences.shape[1] - 1
     out = model.generate(
         input_ids=batch.sequences[:, :width], attention_mask=batch.attention_mask[:, :width],
         max_new_tokens=MAX_NEW_TOKENS, do_sample=sample, temperature=1.0 if sample else None, top_k=None,
         top_p=None, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        suppress_tokens=silent or None,
     )[:, width:]
     responses = []
     for row in out.tolist():
@@ -118,7 +116,10 @@ def generate(model, tokenizer, prompts: list[list[int]], sample: bool) -> list[l
 
 
 def completion_text(tokenizer, response: list[int]) -> str:
-    return tokenizer.decode(response, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    """The text of a response as the teacher reads it: without its final EOS, other special
+    tokens as their literal strings (an answer padded with special tokens is not correct)."""
+    body = response[:-1] if response and response[-1] == tokenizer.eos_token_id else response
+    return decode_with_spans(token_bytes(tokenizer), body).text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +154,8 @@ def make_world(student_tok, teacher_tok, teacher, gold: GOLDConfig) -> World:
 @torch.no_grad()
 def teacher_signal(world: World, problems: list[Problem], responses: list[list[int]], width: int):
     """Teacher view + alignment of the student responses, and the teacher payload computed the
-    way the GOLD ref worker computes it. Returns (payload, student group ids [B, width])."""
+    way the GOLD ref worker computes it. Returns (payload, student group ids [B, width], metrics
+    of how the responses end)."""
     views = build_teacher_views(
         responses, [p.messages for p in problems], world.student_tok, world.teacher_tok,
     )
@@ -165,14 +167,14 @@ def teacher_signal(world: World, problems: list[Problem], responses: list[list[i
         temperature=world.gold.teacher_temperature, merge=world.gold.merge, topk=world.gold.teacher_topk,
         teacher_matched=world.teacher_matched,
     )
-    return payload, tb.student_group_ids
+    return payload, tb.student_group_ids, response_end_metrics(views)
 
 
 def gold_terms(world: World, logits: torch.Tensor, batch: Batch, payload: dict, student_groups: torch.Tensor):
     """Student-side GOLD quantities from student logits [B, R, V] (with gradient).
 
-    Returns (gold loss, its metrics, token log-probs [B, R], span rewards [B, R]); the rewards are
-    delta_g = log P_T(g) - log P_S(g) placed on student tokens, computed without gradient."""
+    Returns (gold loss, its metrics, token log-probs [B, R], span rewards [B, R]); every student
+    token of group g carries delta_g = log P_T(g) - log P_S(g), computed without gradient."""
     loss, metrics = student_gold_loss(
         logits, batch.response_ids, student_groups, payload, temperature=world.gold.student_temperature,
         merge=world.gold.merge, student_topk=world.gold.teacher_topk, hybrid=world.hybrid, beta=world.gold.beta,
@@ -181,11 +183,11 @@ def gold_terms(world: World, logits: torch.Tensor, batch: Batch, payload: dict, 
         logits, batch.response_ids, student_groups, payload["teacher_span_logprobs"].shape[1],
         world.gold.student_temperature, merge=None,
     )
-    rewards = span_rewards(
-        measures.span_logprob.detach(), payload["teacher_span_logprobs"], student_groups, world.gold.reward_placement
-    )
+    rewards = span_rewards(measures.span_logprob.detach(), payload["teacher_span_logprobs"], student_groups)
     both = measures.present & payload["teacher_group_mask"].bool()
     metrics.update(span_ratio_metric(measures.span_logprob.detach(), payload["teacher_span_logprobs"], both))
+    delta = payload["teacher_span_logprobs"] - measures.span_logprob.detach()
+    metrics["gold/sequence_log_ratio"] = float(torch.where(both, delta, 0.0).sum(-1).mean())
     return loss, metrics, measures.token_logprobs, rewards
 
 
@@ -210,16 +212,16 @@ def gold_step(world: World, student, mode: str, problems: list[Problem]) -> tupl
     prompts = world.prompts(problems, "student")
     responses = generate(student, world.student_tok, prompts, sample=True)
     batch = pack(prompts, responses, world.student_tok.pad_token_id)
-    payload, groups = teacher_signal(world, problems, responses, batch.response_ids.shape[1])
+    payload, groups, end_metrics = teacher_signal(world, problems, responses, batch.response_ids.shape[1])
     logits = response_logits(student, batch.sequences, batch.attention_mask, batch.response_ids.shape[1])
     gold_loss, metrics, logprobs, rewards = gold_terms(world, logits, batch, payload, groups)
+    metrics.update(end_metrics)
     if mode == "loss":
         return gold_loss, metrics
     # no_op advantages: the per-token rewards are the advantages. One update per batch, so the
     # sampling policy is the current one (old log-probs = current, detached; ratio 1).
     mask = batch.response_mask.float()
     loss, _ = importance_sampling_loss(logprobs, logprobs.detach(), rewards * mask, TOKEN_MEAN, loss_mask=mask)
-    metrics["reward/mean_sequence_reward"] = float((rewards * mask).sum(-1).mean())
     return loss, metrics
 
 
@@ -250,7 +252,7 @@ def evaluate(world: World, model, tokenizer, side: str, problems: list[Problem])
     if side == "teacher":
         out["teacher_loglik"] = float((response_logprobs(model, batch) * batch.response_mask).sum(-1).mean())
         return out
-    payload, groups = teacher_signal(world, problems, responses, batch.response_ids.shape[1])
+    payload, groups, _ = teacher_signal(world, problems, responses, batch.response_ids.shape[1])
     logits = response_logits(model, batch.sequences, batch.attention_mask, batch.response_ids.shape[1])
     _, metrics, _, _ = gold_terms(world, logits, batch, payload, groups)
     out["teacher_loglik"] = float((payload["teacher_span_logprobs"] * payload["teacher_group_mask"]).sum(-1).mean())

@@ -41,3 +41,15 @@ def span_ratio_metric(student_spans: torch.Tensor, teacher_spans: torch.Tensor, 
     """Mean span log-ratio log P_T(g) - log P_S(g) over groups present on both sides ([B, G] each)."""
     delta = (teacher_spans - student_spans)[mask]
     return {"gold/span_log_ratio": float(delta.mean()) if delta.numel() else 0.0}
+
+
+def response_end_metrics(views) -> dict[str, float]:
+    """How a batch of teacher views (teacher_view.TeacherView) ends. unfinished_share: responses
+    without a final end token (cut at the length limit), scored as ending where they were cut;
+    empty_unfinished_share: responses with neither text nor an end token (scored by the teacher's
+    log-probability of an empty answer, or, without any token, not at all)."""
+    n = max(len(views), 1)
+    return {
+        "gold/unfinished_share": sum(v.unfinished for v in views) / n,
+        "gold/empty_unfinished_share": sum(not v.ended_with_eos and not v.completion_text for v in views) / n,
+    }

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 MERGES = ("geometric", "chain")
-PLACEMENTS = ("last", "spread")
 LOSS_REDUCTIONS = ("token_mean", "sequence_mean", "seq_mean_token_sum_norm")
 
 # Log-probabilities are floored here: exp(LOG_FLOOR) is 0 in float32, so entries with no mass add
@@ -45,32 +44,24 @@ def span_logprobs(token_logprobs: torch.Tensor, group_ids: torch.Tensor, num_gro
     return segment_sum(token_logprobs, group_ids, num_groups)
 
 
-def place_group_values(values: torch.Tensor, group_ids: torch.Tensor, placement: str = "last") -> torch.Tensor:
-    """Put one value per group onto that group's student tokens (GOLD.md section 4).
+def place_group_values(values: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """Put one value per group on every student token of that group (GOLD.md section 4).
 
-    values: [B, G]; group_ids: [B, R] non-decreasing along R, -1 on padding. `last` puts the value
-    on the group's last token, `spread` divides it evenly over the group's tokens; either way the
-    per-token values of a row sum to the sum of its group values. Returns [B, R].
+    values: [B, G]; group_ids: [B, R], -1 on padding (value 0 there). Returns [B, R]. As per-token
+    advantages this makes a group one macro-action: sum_i values[g(i)] * grad log p_i =
+    sum_g values[g] * grad log P(g), since log P(g) is the sum of its tokens' log-probs.
     """
-    valid = group_ids >= 0
-    per_token = values.gather(1, group_ids.clamp(min=0))
-    if placement == "last":
-        following = F.pad(group_ids[:, 1:], (0, 1), value=-1)
-        return torch.where(valid & (following != group_ids), per_token, 0.0)
-    if placement == "spread":
-        sizes = group_sizes(group_ids, values.shape[1]).gather(1, group_ids.clamp(min=0))
-        return torch.where(valid, per_token / sizes.clamp(min=1.0), 0.0)
-    raise ValueError(f"unknown reward placement {placement!r}; expected one of {PLACEMENTS}")
+    return torch.where(group_ids >= 0, values.gather(1, group_ids.clamp(min=0)), 0.0)
 
 
 def span_rewards(
     student_span_logprobs: torch.Tensor,
     teacher_span_logprobs: torch.Tensor,
     student_group_ids: torch.Tensor,
-    placement: str = "last",
     group_penalty: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per-token rewards from span log-likelihood ratios delta_g = log P_T(g) - log P_S(g).
+    """Per-token rewards from span log-likelihood ratios delta_g = log P_T(g) - log P_S(g): every
+    student token of group g carries delta_g (place_group_values).
 
     Spans: [B, G]; student_group_ids: [B, R]; group_penalty: optional [B, G] subtracted from delta
     (the ULD term, coef * distance). Returns [B, R]. With one token per group this is
@@ -79,7 +70,7 @@ def span_rewards(
     delta = teacher_span_logprobs - student_span_logprobs
     if group_penalty is not None:
         delta = delta - group_penalty
-    return place_group_values(delta, student_group_ids, placement)
+    return place_group_values(delta, student_group_ids)
 
 
 def flat_group_index(group_ids: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:

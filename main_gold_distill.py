@@ -36,7 +36,7 @@ from skyrl_train.utils import initialize_ray, validate_cfg
 from .alignment import same_vocabulary, token_bytes
 from .config import GOLDConfig, needs_teacher_distributions, validate_run_config
 from .gold_forward import STUDENT_INPUT_KEYS, TEACHER_INPUT_KEYS, uld_between_payloads
-from .gold_metrics import alignment_metrics, payload_metrics, span_ratio_metric
+from .gold_metrics import alignment_metrics, payload_metrics, response_end_metrics, span_ratio_metric
 from .gold_setup import load_tokenizer
 from .losses import span_logprobs, span_rewards
 from .policy_losses import register_skyrl_functions
@@ -171,6 +171,7 @@ class GOLDDistillationTrainer(RayPPOTrainer):
             }
             num_groups = collated.num_groups
             truncated = sum(v.truncated for v in views) / n
+            self.all_metrics.update(response_end_metrics(views))
         pad = batch.batch_size - n
         for key, value in tensors.items():
             filler = value[:pad].clone() if key in TEACHER_INPUT_KEYS[:2] else torch.full_like(value[:pad], -1)
@@ -230,7 +231,7 @@ class GOLDDistillationTrainer(RayPPOTrainer):
                 penalty = self.gold.uld_reward_coef * data["gold_uld_distance"]
                 present = data["teacher_group_mask"].bool()
                 self.all_metrics["gold/uld_distance"] = float(data["gold_uld_distance"][present].mean()) if present.any() else 0.0
-            rewards = span_rewards(student_spans, teacher_spans, groups, self.gold.reward_placement, penalty)
+            rewards = span_rewards(student_spans, teacher_spans, groups, penalty)
             data["rewards"] = rewards * data["loss_mask"]
         return data
 

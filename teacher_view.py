@@ -25,9 +25,10 @@ class TeacherView:
     prompt_ids / response_ids: teacher token ids of the rendered prompt and of the response.
     student_groups: int64 [n_student_response]; teacher_groups: int64 [n_teacher_response]; both
     non-decreasing, and every group id in [0, G) holds at least one token on each side. -1 marks a
-    token without a group: a student token cut by truncation, or a zero-width student token (a
-    special token) of a response whose text is empty and that has no EOS group to join.
-    num_groups: G (the EOS group, when present, is the last one); 0 for an empty response.
+    token cut by the teacher-context truncation (the only tokens without a group).
+    num_groups: G (the EOS group, when present, is the last one); 0 for a response without tokens.
+    unfinished: the response has no final end token (cut at the length limit) and was scored as if
+    it ended there: the teacher's end token joins its last group (see build_teacher_view).
     truncated: the teacher response was cut to fit the teacher context (see build_teacher_view).
     """
 
@@ -38,6 +39,7 @@ class TeacherView:
     teacher_groups: np.ndarray
     num_groups: int
     ended_with_eos: bool
+    unfinished: bool = False
     truncated: bool = False
 
 
@@ -116,9 +118,17 @@ def build_teacher_view(
 
     With one vocabulary on both sides the teacher reads the student's own tokens and every token is
     its own group (plain same-tokenizer on-policy distillation, no re-tokenization).
+    What the teacher reads of each student token: its text; a special token other than the final
+    end token is its literal string (e.g. "<|im_start|>"), tokenized by the teacher as plain text,
+    so it joins a group and costs the teacher's log-probability of that string.
     A response whose last token is a student EOS (student_eos_ids, default the tokenizer's EOS)
     gets the teacher EOS appended, and the two EOS tokens form the last group (with any zero-width
     student tokens before it when the text is empty).
+    Unfinished responses (no final EOS: cut at the length limit) are scored as if they ended where
+    they were cut: the teacher EOS is appended and joins the last group, so the response pays the
+    teacher's log-probability of ending there (a response without text pays the teacher's
+    log-probability of an empty answer). With one vocabulary they are left as stock on-policy
+    distillation leaves them (no end term).
     Truncation policy: when prompt + teacher response exceed max_teacher_length, the teacher
     response is cut at the end; groups from the first one with a cut teacher token on are dropped
     (G shrinks, their student tokens get -1), so they get no signal instead of a wrong one, and
@@ -136,19 +146,21 @@ def build_teacher_view(
     body = ids[:-1] if ended_with_eos else ids
 
     student = decode_with_spans(student_table, body)
-    if same_vocabulary(student_table, teacher_table):
+    same = same_vocabulary(student_table, teacher_table)
+    if same:
         teacher_ids, own_groups = list(body), np.arange(len(body), dtype=np.int64)
         alignment = Alignment(own_groups, own_groups, len(body))
     else:
         teacher_ids, teacher = tokenize_completion(teacher_tokenizer, student.text)
         n_bytes = len(student.text.encode("utf-8"))
         alignment = align_spans(student.starts, student.ends, teacher.starts, teacher.ends, n_bytes)
-    student_groups, teacher_groups, num_groups = _with_eos_group(alignment, ended_with_eos)
-    if ended_with_eos:
+    unfinished = bool(ids) and not ended_with_eos and not same
+    student_groups, teacher_groups, num_groups = _with_eos_group(alignment, ended_with_eos, unfinished)
+    if ended_with_eos or unfinished:
         if teacher_table.eos_token_id is None:
             raise ValueError(
-                f"teacher tokenizer {teacher_table.name!r} has no eos_token but the student response "
-                "ended with EOS; set tokenizer.eos_token on the teacher tokenizer."
+                f"teacher tokenizer {teacher_table.name!r} has no eos_token, which GOLD needs to score where "
+                "a student response ends (or was cut); set tokenizer.eos_token on the teacher tokenizer."
             )
         teacher_ids = teacher_ids + [teacher_table.eos_token_id]
 
@@ -172,21 +184,23 @@ def build_teacher_view(
         teacher_groups=teacher_groups,
         num_groups=num_groups,
         ended_with_eos=ended_with_eos,
+        unfinished=unfinished,
         truncated=truncated,
     )
 
 
-def _with_eos_group(alignment: Alignment, ended_with_eos: bool) -> tuple[np.ndarray, np.ndarray, int]:
-    if not ended_with_eos:
+def _with_eos_group(alignment: Alignment, ended_with_eos: bool, unfinished: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """Group ids with the teacher EOS appended: its own group with the student EOS, or (unfinished)
+    the last text group, or a new group of the zero-width tokens of an empty text."""
+    if not (ended_with_eos or unfinished):
         return alignment.student_groups, alignment.teacher_groups, alignment.num_groups
     g = alignment.num_groups
+    end = g - 1 if unfinished and g > 0 else g
     # Only the zero-width tokens of an empty text are ungrouped; they precede the EOS group.
-    student_groups = np.where(alignment.student_groups < 0, g, alignment.student_groups)
-    return (
-        np.append(student_groups, g),
-        np.append(alignment.teacher_groups, g),
-        g + 1,
-    )
+    student_groups = np.where(alignment.student_groups < 0, end, alignment.student_groups)
+    if ended_with_eos:
+        student_groups = np.append(student_groups, end)
+    return student_groups, np.append(alignment.teacher_groups, end), end + 1
 
 
 def build_teacher_views(

@@ -82,10 +82,9 @@ def assert_partition(view, n_student):
         grouped = groups[groups >= 0]
         assert np.all(np.diff(groups[groups >= 0]) >= 0)
         assert np.array_equal(np.unique(grouped), np.arange(g))  # each group on each side
-    assert np.all(view.teacher_groups >= 0)  # without truncation every teacher token has a group
-    if np.any(view.student_groups < 0):
-        # Ungrouped student tokens: zero-width tokens of an empty text with no EOS group to join.
-        assert view.completion_text == "" and g == 0 and not view.ended_with_eos
+    # Without truncation every token on both sides has a group (special tokens are text; an
+    # unfinished response's zero-width tokens join the teacher EOS).
+    assert np.all(view.teacher_groups >= 0) and np.all(view.student_groups >= 0)
 
 
 def check_view(student_tok, teacher_tok, ids):
@@ -97,16 +96,23 @@ def check_view(student_tok, teacher_tok, ids):
     body = ids[:-1] if view.ended_with_eos else ids
     student = decode_with_spans(token_bytes(student_tok), body)
     _, teacher = tokenize_completion(teacher_tok, student.text)
-    for spans, n in ((student, len(body)), (teacher, len(view.response_ids) - view.ended_with_eos)):
+    appended_eos = view.ended_with_eos or view.unfinished
+    assert view.unfinished == (not view.ended_with_eos and len(ids) > 0)
+    for spans, n in ((student, len(body)), (teacher, len(view.response_ids) - appended_eos)):
         assert len(spans.starts) == len(spans.ends) == n
         assert np.array_equal(spans.starts[1:], spans.ends[:-1]) and np.all(spans.starts <= spans.ends)
         assert n == 0 or (spans.starts[0] == 0 and spans.ends[-1] == len(student.text.encode("utf-8")))
+    # A special token before the end is its literal string in the text, never zero-width.
+    raw = student.text.encode("utf-8")
+    for i in np.flatnonzero(token_bytes(student_tok).special[np.asarray(body, dtype=np.int64)]):
+        assert raw[student.starts[i] : student.ends[i]] == student_tok.convert_ids_to_tokens(body[i]).encode("utf-8")
     if view.completion_text:
         check_alignment(student_tok, teacher_tok, ids)
     else:
-        # An empty text: no text groups; only the EOS group, holding both EOS tokens, may exist.
-        assert view.num_groups == int(view.ended_with_eos)
-        assert view.response_ids == ([teacher_tok.eos_token_id] if view.ended_with_eos else [])
+        # An empty text: no text groups; only the EOS group may exist (the teacher's verdict on an
+        # empty answer), holding every student token.
+        assert view.num_groups == int(appended_eos)
+        assert view.response_ids == ([teacher_tok.eos_token_id] if appended_eos else [])
     return view
 
 
@@ -117,9 +123,10 @@ def test_random_text_aligns(tokenizers, student_name, teacher_name, text, eos):
     student_tok, teacher_tok = tokenizers[student_name], tokenizers[teacher_name]
     ids = student_tok(text, add_special_tokens=False)["input_ids"] + ([student_tok.eos_token_id] if eos else [])
     view = check_view(student_tok, teacher_tok, ids)
-    # The teacher reads the student's own decoding of the response.
-    body = ids[:-1] if eos else ids
-    assert view.completion_text == student_tok.decode(body, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    # The teacher reads the student's own decoding of the response, special tokens as their literal
+    # strings (the text's special-token strings became special ids of the student).
+    body = ids[:-1] if view.ended_with_eos else ids
+    assert view.completion_text == student_tok.decode(body, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
 @pytest.mark.parametrize("student_name,teacher_name", PAIRS)
@@ -130,12 +137,12 @@ def test_random_token_ids_align(tokenizers, student_name, teacher_name, data):
     ids = student_ids(data.draw, student_tok)
     view = check_view(student_tok, teacher_tok, ids)
     body = ids[:-1] if view.ended_with_eos else ids
-    assert view.completion_text == student_tok.decode(body, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    assert view.completion_text == student_tok.decode(body, skip_special_tokens=False, clean_up_tokenization_spaces=False)
     # What the generated cases covered (shown by pytest --hypothesis-show-statistics).
     special = set(id_pools(student_tok)[0])
     event("invalid UTF-8 (U+FFFD in text)" if "\ufffd" in view.completion_text else "valid UTF-8")
     event("special token before the end" if any(i in special for i in body) else "no special token inside")
-    event("ends with EOS" if view.ended_with_eos else "truncated (no EOS)")
+    event("ends with EOS" if view.ended_with_eos else "unfinished (no EOS)")
     event("empty text" if not view.completion_text else "non-empty text")
     event("multi-token group" if view.num_groups and max(np.bincount(view.student_groups[view.student_groups >= 0]).max(), np.bincount(view.teacher_groups).max()) > 1 else "one token per group")
 
@@ -151,8 +158,8 @@ def test_degenerate_responses(tokenizers, student_name, teacher_name):
     cases = {
         "empty": ([], 0),
         "eos_only": ([eos], 1),
-        "specials_only": (others, 0),
-        "specials_then_eos": (others + [eos], 1),
+        "specials_only": (others, None),
+        "specials_then_eos": (others + [eos], None),
         "lone_high_bytes": (high_bytes[:3], None),
         "whitespace_run": (whitespace, None),
         "whitespace_run_eos": (whitespace + [eos], None),
@@ -164,9 +171,12 @@ def test_degenerate_responses(tokenizers, student_name, teacher_name):
     # The EOS-only response: one group holding exactly the two EOS tokens.
     view = build_teacher_view([eos], PROMPT, student_tok, teacher_tok)
     assert view.student_groups.tolist() == [0] and view.teacher_groups.tolist() == [0]
-    # Zero-width tokens of an empty text join the EOS group they precede.
-    view = build_teacher_view(others + [eos], PROMPT, student_tok, teacher_tok)
-    assert view.student_groups.tolist() == [0] * (len(others) + 1)
+    # Special tokens are their literal strings: text groups, then the EOS group (GPT-2 has no
+    # special token but its EOS).
+    if others:
+        view = build_teacher_view(others + [eos], PROMPT, student_tok, teacher_tok)
+        literal = "".join(student_tok.convert_ids_to_tokens(others))
+        assert view.completion_text == literal and view.num_groups >= 2 and view.student_groups[-2] != view.student_groups[-1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,10 +234,10 @@ def assert_finite_signals(out):
         assert torch.isfinite(value.float()).all(), key
     rewards = out["rewards"]
     assert torch.isfinite(rewards).all()
-    assert torch.all(rewards[batch.student_group_ids < 0] == 0)
-    # Rewards conserve each row's log-likelihood ratio over the groups it has.
-    present = out["payload"]["teacher_group_mask"]
-    torch.testing.assert_close(rewards.sum(-1), torch.where(present, out["delta"], 0.0).sum(-1), atol=1e-3, rtol=1e-5)
+    groups = batch.student_group_ids
+    assert torch.all(rewards[groups < 0] == 0)
+    # Every student token of a group carries that group's span log-ratio.
+    assert torch.equal(rewards[groups >= 0], out["delta"].gather(1, groups.clamp(min=0))[groups >= 0])
     for name in ("uld", "hybrid"):
         loss, metrics, grad = out[name]
         assert torch.isfinite(loss) and loss >= 0, name
@@ -254,11 +264,9 @@ def test_fuzzed_batches_give_finite_rewards_losses_and_gradients(tokenizers, stu
 @pytest.mark.parametrize("student_name,teacher_name", [("llama3.1-instruct", "qwen2.5-instruct"), ("qwen2.5-instruct", "llama2")])
 @pytest.mark.parametrize("merge", ["geometric", "chain"])
 def test_batches_without_groups_give_zero_loss(tokenizers, student_name, teacher_name, merge):
-    """All responses empty or special-only: one masked group column, zero loss, zero gradient."""
+    """All responses empty: one masked group column, zero loss, zero gradient."""
     student_tok, teacher_tok = tokenizers[student_name], tokenizers[teacher_name]
-    special, _ = id_pools(student_tok)
-    others = [i for i in special if i != student_tok.eos_token_id][:2]
-    out = gold_signals(student_tok, teacher_tok, [[], others], seed=0, merge=merge)
+    out = gold_signals(student_tok, teacher_tok, [[], []], seed=0, merge=merge)
     assert out["batch"].num_groups == 1 and not out["payload"]["teacher_group_mask"].any()
     assert_finite_signals(out)
     for name in ("uld", "hybrid"):

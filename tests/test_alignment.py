@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gold_distillation.alignment import align_spans, decode_with_spans, token_bytes, vocab_map
+from gold_distillation.gold_metrics import response_end_metrics
 from gold_distillation.teacher_view import build_teacher_view, tokenize_completion
 
 from .conftest import TOKENIZER_NAMES
@@ -50,16 +51,23 @@ def check_alignment(student_tok, teacher_tok, student_ids):
         assert view.student_groups[-1] == g - 1 and np.sum(view.student_groups == g - 1) == 1
         assert view.teacher_groups[-1] == g - 1 and np.sum(view.teacher_groups == g - 1) == 1
         assert view.response_ids[-1] == teacher_tok.eos_token_id
+    if view.unfinished:
+        # Scored as ending where it was cut: the teacher EOS joins the last text group.
+        assert view.response_ids[-1] == teacher_tok.eos_token_id and view.teacher_groups[-1] == g - 1
+        assert view.student_groups[-1] == g - 1 and np.sum(view.teacher_groups == g - 1) >= 2
     return view
 
 
 @pytest.mark.parametrize("name", TOKENIZER_NAMES)
 def test_decode_matches_hf_decode(tokenizers, name):
+    # The reference keeps special tokens (skip_special_tokens=False): a special token the student
+    # writes is text the teacher reads. The ids hold BOS and, from the corpus's special-token
+    # strings, special tokens mid-text.
     tok = tokenizers[name]
     for text in CORPUS.values():
         ids = tok(text, add_special_tokens=True)["input_ids"]
         decoded = decode_with_spans(token_bytes(tok), ids)
-        assert decoded.text == tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        assert decoded.text == tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
         assert decoded.ends[-1] == len(decoded.text.encode("utf-8"))
         assert np.array_equal(decoded.starts[1:], decoded.ends[:-1])
 
@@ -98,14 +106,56 @@ def test_invalid_utf8_student_sequence_still_aligns(tokenizers, student_name, te
     assert view.completion_text.count("\ufffd") == 3
 
 
-def test_special_tokens_mid_response_are_zero_width(tokenizers):
-    student, teacher = tokenizers["llama3.1-instruct"], tokenizers["qwen2.5-instruct"]
-    special = student.convert_tokens_to_ids("<|start_header_id|>")
-    ids = student("Hello", add_special_tokens=False)["input_ids"] + [special] + student(" world", add_special_tokens=False)["input_ids"]
+# A special token that is not the final end token, mid-response: Llama 3.1's and Llama 2's are
+# their tokenizers' EOS tokens.
+MID_TEXT_SPECIALS = [
+    ("llama3.1-instruct", "<|eot_id|>", "qwen2.5-instruct"),
+    ("qwen2.5-instruct", "<|im_start|>", "llama3.1-instruct"),
+    ("llama2", "</s>", "qwen2.5-instruct"),
+]
+
+
+def mid_text_special_response(student_tok, special):
+    """"Hello" + the special token + " world" + EOS, as student ids; the special token's index."""
+    head = student_tok("Hello", add_special_tokens=False)["input_ids"]
+    tail = student_tok(" world", add_special_tokens=False)["input_ids"]
+    return head + [student_tok.convert_tokens_to_ids(special)] + tail + [student_tok.eos_token_id], len(head)
+
+
+@pytest.mark.parametrize("student_name,special,teacher_name", MID_TEXT_SPECIALS)
+def test_special_token_mid_response_is_literal_text(tokenizers, student_name, special, teacher_name):
+    student, teacher = tokenizers[student_name], tokenizers[teacher_name]
+    ids, at = mid_text_special_response(student, special)
+    # The special token is a special token of the student's own added-tokens definition.
+    assert token_bytes(student).special[ids[at]]
+    view = check_alignment(student, teacher, ids)  # every token on both sides in a group
+    assert view.ended_with_eos and view.completion_text.startswith("Hello" + special)
+    # The special token's group holds only it, and the teacher reads that group as the literal string.
+    g = view.student_groups[at]
+    assert np.flatnonzero(view.student_groups == g).tolist() == [at]
+    teacher_text = teacher.decode([view.response_ids[j] for j in np.flatnonzero(view.teacher_groups == g)])
+    assert teacher_text == special
+    assert all(not token_bytes(teacher).special[view.response_ids[j]] for j in np.flatnonzero(view.teacher_groups == g))
+
+
+def test_unfinished_responses_are_scored_as_ended_where_cut(tokenizers):
+    student, teacher = tokenizers["llama2"], tokenizers["qwen2.5-instruct"]
+    ids = student("The answer is", add_special_tokens=False)["input_ids"]
     view = check_alignment(student, teacher, ids)
-    assert view.completion_text == "Hello world"
-    # The special token joins the group it precedes (" world"), not "Hello".
-    assert view.student_groups[1] == view.student_groups[2] != view.student_groups[0]
+    assert view.unfinished and not view.ended_with_eos and view.completion_text == "The answer is"
+    # No text and no end token (a lone SentencePiece "▁", zero-width after the decoder's strip):
+    # its token and the teacher EOS form one group, the teacher's verdict on an empty answer.
+    space = student.convert_tokens_to_ids("\u2581")
+    empty = build_teacher_view([space], "Say something.", student, teacher)
+    assert empty.completion_text == "" and empty.unfinished and empty.num_groups == 1
+    assert empty.student_groups.tolist() == [0] and empty.teacher_groups.tolist() == [0]
+    assert empty.response_ids == [teacher.eos_token_id]
+    # One vocabulary: stock on-policy distillation, no end term for unfinished responses.
+    same = build_teacher_view(ids, "Say something.", student, student)
+    assert not same.unfinished and same.response_ids == ids
+    # Counted in the metrics: 2 of 4 unfinished, 1 of 4 with neither text nor an end token.
+    ended = build_teacher_view(ids + [student.eos_token_id], "Say something.", student, teacher)
+    assert response_end_metrics([view, empty, ended, ended]) == {"gold/unfinished_share": 0.5, "gold/empty_unfinished_share": 0.25}
 
 
 def test_align_spans_zero_width_and_end_rules():

@@ -34,7 +34,6 @@ def test_config_composes_with_gold_overrides():
         (["gold.merge=sum"], "gold.merge"),
         (["gold.beta=1.5"], "gold.beta"),
         (["gold.teacher_topk=0"], "gold.teacher_topk"),
-        (["gold.reward_placement=first"], "gold.reward_placement"),
         (["gold.student_temperature=0"], "gold.student_temperature"),
         (["gold.matched_weight=-1"], "gold.matched_weight"),
         (["gold.loss_reduction=sum"], "gold.loss_reduction"),

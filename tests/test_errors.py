@@ -107,9 +107,11 @@ def test_teacher_without_eos_token(tokenizers):
     teacher = copy.deepcopy(tokenizers["gpt2"])
     teacher.eos_token = None
     ids = student("Hi", add_special_tokens=False)["input_ids"]
-    assert build_teacher_view(ids, "hi", student, teacher).num_groups >= 1  # no EOS needed
-    with pytest.raises(ValueError, match="has no eos_token.*set tokenizer.eos_token"):
-        build_teacher_view(ids + [student.eos_token_id], "hi", student, teacher)
+    assert build_teacher_view([], "hi", student, teacher).num_groups == 0  # nothing to score, no EOS needed
+    # A finished response and an unfinished one (scored as ending where it was cut) both need it.
+    for response in (ids + [student.eos_token_id], ids):
+        with pytest.raises(ValueError, match="has no eos_token.*set tokenizer.eos_token"):
+            build_teacher_view(response, "hi", student, teacher)
 
 
 # ---------------------------------------------------------------------------------------------

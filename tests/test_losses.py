@@ -1,5 +1,6 @@
 """GOLD mathematics (GOLD.md sections 4-6): span log-likelihoods, rewards, merges, ULD, JSD, hybrid."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from gold_distillation.losses import (
 from gold_distillation.teacher_view import build_teacher_views, collate_views
 
 from .corpus import CORPUS
+from .test_alignment import MID_TEXT_SPECIALS, mid_text_special_response
 
 
 def random_logm(m, v, seed, scale=3.0):
@@ -62,20 +64,114 @@ def test_same_tokenizer_rewards_equal_negative_logprob_difference(tokenizers, ti
     ids = batch.sequences[:, -r:]
     t_meas = group_measures(t_logits, ids, batch.teacher_group_ids, batch.num_groups, merge=None)
     s_meas = group_measures(s_logits, ids, batch.student_group_ids, batch.num_groups, merge=None)
-    for placement in ("last", "spread"):
-        rewards = span_rewards(s_meas.span_logprob, t_meas.span_logprob, batch.student_group_ids, placement)
-        expected = -(s_meas.token_logprobs - t_meas.token_logprobs) * (batch.student_group_ids >= 0)
-        torch.testing.assert_close(rewards, expected, atol=0, rtol=0)
+    rewards = span_rewards(s_meas.span_logprob, t_meas.span_logprob, batch.student_group_ids)
+    expected = -(s_meas.token_logprobs - t_meas.token_logprobs) * (batch.student_group_ids >= 0)
+    torch.testing.assert_close(rewards, expected, atol=0, rtol=0)
 
 
-def test_reward_placement_conserves_group_sums():
+def test_every_token_of_a_group_carries_its_value():
     group_ids = torch.tensor([[0, 0, 1, 2, 2, 2, -1], [0, 1, 1, 1, -1, -1, -1]])
     values = torch.tensor([[1.0, -2.0, 3.0], [0.5, 4.0, 0.0]])
-    last = place_group_values(values, group_ids, "last")
-    spread = place_group_values(values, group_ids, "spread")
-    assert last.tolist() == [[0, 1.0, -2.0, 0, 0, 3.0, 0], [0.5, 0, 0, 4.0, 0, 0, 0]]
-    torch.testing.assert_close(spread[0, 3:6], torch.full((3,), 1.0))
-    torch.testing.assert_close(last.sum(-1), spread.sum(-1))
+    assert place_group_values(values, group_ids).tolist() == [[1.0, 1.0, -2.0, 3.0, 3.0, 3.0, 0], [0.5, 4.0, 4.0, 4.0, 0, 0, 0]]
+
+
+def student_batch(prompt_ids, responses, pad_id=0):
+    """Prompt + response rows (one shared prompt), right-padded: (sequences [B, P + R], attention
+    mask, response ids [B, R], response width R)."""
+    width = max(len(r) for r in responses)
+    seq = torch.full((len(responses), len(prompt_ids) + width), pad_id, dtype=torch.long)
+    attn = torch.zeros_like(seq)
+    for i, r in enumerate(responses):
+        seq[i, : len(prompt_ids) + len(r)] = torch.tensor(list(prompt_ids) + list(r))
+        attn[i, : len(prompt_ids) + len(r)] = 1
+    return seq, attn, seq[:, len(prompt_ids) :], width
+
+
+def group_rewards(student_model, teacher_model, s_tok, t_tok, responses, prompt="Say something."):
+    """Views, student token log-probs [B, R] (with gradient), span deltas [B, G], rewards [B, R]
+    and the student response mask, through the functions reward mode runs."""
+    views = build_teacher_views(responses, [prompt] * len(responses), s_tok, t_tok)
+    tb = collate_views(views, pad_token_id=0)
+    r_t = tb.teacher_group_ids.shape[1]
+    with torch.no_grad():
+        t_logits = response_logits(teacher_model, tb.sequences, tb.attention_mask, r_t)
+    payload = teacher_payload(t_logits, tb.sequences[:, -r_t:], tb.teacher_group_ids, tb.num_groups, with_distributions=False)
+    seq, attn, ids, width = student_batch(s_tok(prompt)["input_ids"], responses)
+    logits = response_logits(student_model, seq, attn, width)
+    groups = tb.student_group_ids[:, :width]
+    s_meas = group_measures(logits, ids, groups, tb.num_groups, merge=None)
+    delta = payload["teacher_span_logprobs"] - s_meas.span_logprob.detach()
+    rewards = span_rewards(s_meas.span_logprob.detach(), payload["teacher_span_logprobs"], groups)
+    return views, s_meas.token_logprobs, delta, rewards, (groups >= 0).float()
+
+
+def test_macro_action_gradient_equals_delta_weighted_group_logprob_gradient(tokenizers, tiny_qwen):
+    """Reward mode's per-token policy gradient (no_op advantages, importance_sampling loss, token
+    mean) is sum_g delta_g * grad log P_S(g) / N: each group is one macro-action."""
+    from types import SimpleNamespace
+
+    from gold_distillation.losses import span_logprobs
+    from gold_distillation.policy_losses import importance_sampling_loss
+
+    from .conftest import tiny_model
+
+    s_tok, t_tok = tokenizers["llama2"], tokenizers["qwen2.5-instruct"]
+    student = tiny_model("llama", len(s_tok), seed=7)
+    responses = [s_tok(CORPUS[k], add_special_tokens=False)["input_ids"] + [s_tok.eos_token_id] for k in ("prose", "emoji", "numbers")]
+    views, token_lp, delta, rewards, mask = group_rewards(student, tiny_qwen, s_tok, t_tok, responses)
+    groups = collate_views(views, 0).student_group_ids[:, : mask.shape[1]]
+    # Groups of several student tokens ("▁" + word pieces, byte pieces of emoji): there the
+    # placement decides the gradient.
+    assert max(int(torch.bincount(row[row >= 0]).max()) for row in groups) > 1
+    params = [p for p in student.parameters() if p.requires_grad]
+    loss, _ = importance_sampling_loss(token_lp, token_lp.detach(), rewards * mask, SimpleNamespace(loss_reduction="token_mean"), loss_mask=mask)
+    got = torch.autograd.grad(loss, params, retain_graph=True)
+    macro = -(delta * span_logprobs(token_lp, groups, delta.shape[1])).sum() / mask.sum()
+    expected = torch.autograd.grad(macro, params)
+    for g_got, g_exp in zip(got, expected):
+        torch.testing.assert_close(g_got, g_exp, atol=1e-6, rtol=1e-4)
+    assert sum(float(g.abs().sum()) for g in expected) > 0
+
+
+@pytest.mark.parametrize("student_name,special,teacher_name", MID_TEXT_SPECIALS)
+def test_special_token_reward_is_span_log_ratio_of_its_literal_text(tokenizers, student_name, special, teacher_name):
+    from .conftest import tiny_model
+
+    s_tok, t_tok = tokenizers[student_name], tokenizers[teacher_name]
+    student, teacher = tiny_model("llama", len(s_tok), seed=8), tiny_model("qwen2", len(t_tok), seed=9)
+    ids, at = mid_text_special_response(s_tok, special)
+    views, token_lp, delta, rewards, _ = group_rewards(student, teacher, s_tok, t_tok, [ids])
+    view = views[0]
+    g = int(view.student_groups[at])
+    # Brute force: the teacher's log-probability of the literal string's tokens after the text
+    # before it, minus the student's log-probability of its special token.
+    full = view.prompt_ids + view.response_ids
+    members = np.flatnonzero(view.teacher_groups == g) + len(view.prompt_ids)
+    with torch.no_grad():
+        t_lp = torch.log_softmax(teacher(input_ids=torch.tensor([full])).logits[0].float(), -1)
+    expected = sum(t_lp[j - 1, full[j]] for j in members) - token_lp[0, at].detach()
+    torch.testing.assert_close(rewards[0, at], expected, atol=2e-4, rtol=1e-5)
+    torch.testing.assert_close(delta[0, g], expected, atol=2e-4, rtol=1e-5)
+    assert t_tok.decode([full[j] for j in members]) == special
+
+
+def test_special_tokens_only_response_is_rewarded_below_a_plain_answer(tokenizers):
+    """The escape of issue 14: a response of special tokens used to have no text, no group and
+    reward 0, above the negative rewards of honest answers. Now the teacher reads them as text."""
+    from .conftest import tiny_model
+
+    s_tok, t_tok = tokenizers["llama3.1-instruct"], tokenizers["qwen2.5-instruct"]
+    student, teacher = tiny_model("llama", len(s_tok), seed=10), tiny_model("qwen2", len(t_tok), seed=11)
+    specials = [s_tok.convert_tokens_to_ids(t) for t in ("<|start_header_id|>", "<|end_header_id|>")]
+    plain = s_tok("Paris", add_special_tokens=False)["input_ids"]
+    responses = [specials + [s_tok.eos_token_id], specials, plain + [s_tok.eos_token_id], plain]
+    views, _, delta, rewards, mask = group_rewards(student, teacher, s_tok, t_tok, responses)
+    assert all(np.all(v.student_groups >= 0) for v in views)  # every token has a group
+    sequence_ratio = delta.sum(-1)  # the sequence log-likelihood ratio (absent groups hold 0 on both sides)
+    assert all(torch.all(delta[i, v.num_groups :] == 0) for i, v in enumerate(views))
+    # Ended with EOS, and unfinished: the specials-only response is below the one-word answer.
+    assert sequence_ratio[0] < sequence_ratio[2] and sequence_ratio[1] < sequence_ratio[3]
+    assert torch.all(rewards[:2][mask[:2] > 0] < 0)
 
 
 def test_sorted_l1_is_invariant_to_vocabulary_permutations():

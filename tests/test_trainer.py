@@ -83,15 +83,19 @@ def test_reward_mode_rewards_are_span_log_ratios_of_the_models(tokenizers):
         s_lp = direct_token_logprobs(student, output["prompt_token_ids"][i], response)
         t_lp = direct_token_logprobs(teacher, view.prompt_ids, view.response_ids)
         expected = torch.zeros(batch["rewards"].shape[1])
+        deltas = []
         for g in range(view.num_groups):
             s_members = np.flatnonzero(view.student_groups == g)
-            delta = t_lp[torch.from_numpy(view.teacher_groups == g)].sum() - s_lp[s_members].sum()
-            expected[s_members[-1]] = delta
+            deltas.append(t_lp[torch.from_numpy(view.teacher_groups == g)].sum() - s_lp[s_members].sum())
+            expected[s_members] = deltas[-1]  # every token of the group carries its delta
             checked_multi += int(len(s_members) > 1 or (view.teacher_groups == g).sum() > 1)
         torch.testing.assert_close(batch["rewards"][i], expected, atol=2e-4, rtol=1e-4)
-        # Summed over the response: the sequence log-likelihood ratio.
-        torch.testing.assert_close(batch["rewards"][i].sum(), t_lp.sum() - s_lp.sum(), atol=1e-3, rtol=1e-4)
+        # Summed over the groups: the sequence log-likelihood ratio; the unfinished response's
+        # last group holds the teacher EOS (scored as ending where it was cut).
+        assert view.unfinished == (output["stop_reasons"][i] != "stop") and view.response_ids[-1] == t_tok.eos_token_id
+        torch.testing.assert_close(torch.stack(deltas).sum(), t_lp.sum() - s_lp.sum(), atol=1e-3, rtol=1e-4)
     assert checked_multi > 0
+    assert trainer.all_metrics["gold/unfinished_share"] == 1 / 3 and trainer.all_metrics["gold/empty_unfinished_share"] == 0
     for key in ("gold/groups_per_response", "gold/multi_token_group_share", "gold/alignment_coverage", "gold/span_log_ratio",
                 "gold/teacher_payload_bytes_per_token", "gold/alignment_seconds", "gold/truncated_share"):
         assert math.isfinite(trainer.all_metrics[key]), key
