@@ -12,6 +12,7 @@ from typing import Optional
 from .losses import LOSS_REDUCTIONS, MERGES
 
 MODES = ("reward", "loss")
+TEACHER_BACKENDS = ("ref_worker", "served")
 
 
 @dataclass
@@ -51,6 +52,21 @@ class GOLDConfig:
     # seq_mean_token_sum_norm (each sample's sum / trainer.algorithm.max_seq_len); null = the same as
     # trainer.algorithm.loss_reduction (which reduces reward mode's importance_sampling loss).
     loss_reduction: Optional[str] = "token_mean"
+    # Where the teacher runs. ref_worker: the GOLD ref worker (SkyRL's ref group, teacher weights
+    # on training GPUs). served: a vLLM-compatible server scores each teacher view through
+    # /v1/completions prompt log-probs (reward mode only, without the ULD term; served_teacher.py).
+    teacher_backend: str = "ref_worker"
+    # Served teacher: the server's root URL, e.g. http://host:8000 (not .../v1: the client adds it).
+    teacher_url: Optional[str] = None
+    # Served teacher: the model name the server serves; null = the one model it lists.
+    teacher_model_name: Optional[str] = None
+    # Served teacher: scoring requests in flight at once.
+    teacher_concurrency: int = 64
+    # Served teacher: seconds one request may take before it is retried.
+    teacher_timeout: float = 300.0
+    # Served teacher: retries of a request after a timeout, a lost connection or an HTTP 5xx/429,
+    # with exponential backoff (0.5 s, 1 s, 2 s, ...); then the step fails.
+    teacher_retries: int = 3
 
 
 GOLD_KEYS = tuple(f.name for f in fields(GOLDConfig))
@@ -60,9 +76,14 @@ def _fail(key: str, problem: str, fix: str):
     raise ValueError(f"gold.{key}: {problem}. Fix: {fix}")
 
 
+def _getter(gold):
+    """get(key) on a GOLDConfig, dict or DictConfig."""
+    return gold.get if hasattr(gold, "get") else lambda k, d=None: getattr(gold, k, d)
+
+
 def validate_gold_config(gold) -> None:
     """Check one gold section (a GOLDConfig, dict or DictConfig); raise ValueError naming the key."""
-    get = gold.get if hasattr(gold, "get") else lambda k, d=None: getattr(gold, k, d)
+    get = _getter(gold)
     unknown = set(gold.keys() if hasattr(gold, "keys") else ()) - set(GOLD_KEYS)
     if unknown:
         _fail(sorted(unknown)[0], "unknown key", f"use one of {', '.join(GOLD_KEYS)}")
@@ -87,6 +108,45 @@ def validate_gold_config(gold) -> None:
     for key in ("matched_weight", "unmatched_weight"):
         if get(key) is not None and float(get(key)) < 0:
             _fail(key, f"negative weight {get(key)!r}", "use a weight >= 0, or null for the adaptive default")
+    validate_teacher_backend(gold)
+
+
+def validate_teacher_backend(gold) -> None:
+    """The teacher_* keys: backend, and for a served teacher what it cannot do and where it is."""
+    get = _getter(gold)
+    backend = get("teacher_backend")
+    if backend not in TEACHER_BACKENDS:
+        _fail("teacher_backend", f"invalid value {backend!r}", f"use one of {TEACHER_BACKENDS}")
+    if backend != "served":
+        return
+    if get("mode") != "reward" or float(get("uld_reward_coef")) > 0:
+        _fail(
+            "teacher_backend",
+            f"a served teacher returns token log-probs only, but gold.mode={get('mode')} with "
+            f"gold.uld_reward_coef={get('uld_reward_coef')} needs the teacher's distributions",
+            "use gold.teacher_backend=ref_worker, or gold.mode=reward with gold.uld_reward_coef=0",
+        )
+    if float(get("teacher_temperature")) != 1.0:
+        _fail(
+            "teacher_temperature",
+            f"{get('teacher_temperature')!r} with gold.teacher_backend=served: vLLM's prompt log-probs ignore temperature",
+            "use 1.0, or gold.teacher_backend=ref_worker",
+        )
+    url = get("teacher_url")
+    if not url:
+        _fail("teacher_url", "not set but gold.teacher_backend=served", "set it to the teacher server's root URL, e.g. http://host:8000")
+    if not str(url).startswith(("http://", "https://")):
+        _fail("teacher_url", f"{url!r} is not an http(s) URL", "use the server's root URL, e.g. http://host:8000")
+    if str(url).rstrip("/").endswith(("/v1", "/completions")):
+        _fail("teacher_url", f"{url!r} ends in an API path", "give the server's root URL (without /v1); the client adds /v1/completions")
+    limits = [
+        ("teacher_concurrency", int(get("teacher_concurrency")) >= 1, "use at least 1"),
+        ("teacher_timeout", float(get("teacher_timeout")) > 0, "use a positive number of seconds"),
+        ("teacher_retries", int(get("teacher_retries")) >= 0, "use 0 (no retry) or more"),
+    ]
+    for key, ok, fix in limits:
+        if not ok:
+            _fail(key, f"invalid value {get(key)!r}", fix)
 
 
 def needs_teacher_distributions(gold) -> bool:
@@ -144,3 +204,5 @@ def validate_run_config(cfg) -> None:
          "set it to null: GOLD trains without a critic (its rewards are the advantages, or its loss is the GOLD loss)")
     need("generator.step_wise_trajectories", not cfg.generator.get("step_wise_trajectories"),
          "set it to false: GOLD pairs each response with the one conversation the environment's init returned")
+    need("gold.teacher_backend", cfg.gold.get("teacher_backend", "ref_worker") == "ref_worker",
+         "set it to ref_worker: the trainer does not run a served teacher yet (served_teacher.py is its client)")

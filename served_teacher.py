@@ -1,0 +1,332 @@
+"""A served teacher for reward mode: the teacher's token log-probs from a vLLM-compatible server.
+
+Reward mode needs only log P_T(token | everything before it) for each teacher response token (GOLD.md
+section 5), a prefill. Each teacher view (teacher prompt ids + teacher response ids) is sent as token
+ids to the server's `/v1/completions` with max_tokens=1 and prompt_logprobs=0; the answer's
+`choices[0].prompt_logprobs` holds one entry per sent token (null at position 0), each a dict keyed by
+token id (a string in JSON) of {logprob, rank, decoded_token}. The log-probs of the response tokens
+become span log-probs through losses.span_logprobs, as on the ref-worker path. Every answer is checked
+(count, the sent token's key, finite values); a bad answer is an error naming the gold.* setting,
+never a reward. No SkyRL import: the trainers of every SkyRL version call this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import aiohttp
+import torch
+
+from .config import validate_teacher_backend
+from .losses import group_sizes, span_logprobs
+
+# Delay before the first retry; each further retry doubles it.
+FIRST_BACKOFF_SECONDS = 0.5
+# Short text scored at start-up to compare the server's tokenizer with the teacher tokenizer.
+CHECK_TEXT = "The served teacher scores 12 apples, 7 pears and naïve café prose: 東京 ✓."
+# HTTP statuses worth a retry: overload and gateway errors, rate limiting.
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class ServedTeacherError(RuntimeError):
+    """The teacher server could not be reached, or answered something that cannot be a reward."""
+
+
+@dataclass
+class _Answer:
+    status: int
+    text: str
+
+
+class ServedTeacher:
+    """Client of a vLLM-compatible server that scores teacher views.
+
+    url: the server's root (http://host:8000); model_name: the served model (None = the only one the
+    server lists, resolved by `check`); tokenizer: the teacher tokenizer (trainer.ref.model.path),
+    used to verify the server's. Metrics of the last scored batch are in `metrics` (gold/...).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        tokenizer,
+        model_name: str | None = None,
+        concurrency: int = 64,
+        timeout: float = 300.0,
+        retries: int = 3,
+        backoff: float = FIRST_BACKOFF_SECONDS,
+        max_teacher_length: int | None = None,
+    ):
+        self.url = url.rstrip("/")
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.concurrency = int(concurrency)
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.backoff = float(backoff)
+        self.max_teacher_length = max_teacher_length
+        self.metrics: dict[str, float] = {}
+        self._retried = 0
+
+    @classmethod
+    def from_config(cls, gold, teacher_tokenizer, check: bool = True) -> "ServedTeacher":
+        """The client the gold section describes (gold.teacher_backend=served), checked against the
+        server at once unless check=False."""
+        validate_teacher_backend(gold)
+        teacher = cls(
+            gold.teacher_url, teacher_tokenizer, gold.teacher_model_name, gold.teacher_concurrency,
+            gold.teacher_timeout, gold.teacher_retries, max_teacher_length=gold.max_teacher_length,
+        )
+        if check:
+            teacher.check()
+        return teacher
+
+    # ------------------------------------------------------------------ public API
+    def check(self) -> None:
+        """Start-up check: the server answers, serves the model, accepts the teacher's context
+        length, and its tokenizer spells the teacher tokenizer's ids as the teacher tokenizer does.
+        Raises ServedTeacherError naming the setting to fix."""
+        _run(self._check())
+
+    def token_logprobs(self, views: Sequence) -> list[torch.Tensor]:
+        """log P_T of each teacher response token: views with .prompt_ids and .response_ids ->
+        one float32 [len(response_ids)] tensor per view (empty responses are not sent)."""
+        return _run(self.token_logprobs_async(views))
+
+    def span_logprobs_for(self, views: Sequence, teacher_group_ids: torch.Tensor, num_groups: int) -> dict[str, torch.Tensor]:
+        """The reward-mode teacher payload the GOLD ref worker returns, from the server.
+
+        views: B teacher views; teacher_group_ids: [B, R_t] (-1 padding), as collate_views lays
+        them out. Returns {"teacher_span_logprobs": [B, G] float32, "teacher_group_mask": [B, G] bool}.
+        """
+        return _run(self.span_logprobs_async(views, teacher_group_ids, num_groups))
+
+    async def span_logprobs_async(self, views: Sequence, teacher_group_ids: torch.Tensor, num_groups: int) -> dict[str, torch.Tensor]:
+        """span_logprobs_for inside a running event loop (trainers whose step is async)."""
+        b, width = teacher_group_ids.shape
+        if b != len(views) or any(len(v.response_ids) > width for v in views):
+            raise ValueError(
+                f"teacher_group_ids is [{b}, {width}] but there are {len(views)} views with up to "
+                f"{max((len(v.response_ids) for v in views), default=0)} response tokens; pass the group ids "
+                "collate_views made from these views."
+            )
+        per_view = await self.token_logprobs_async(views)
+        token_lp = torch.zeros(b, width, dtype=torch.float32)
+        for i, lp in enumerate(per_view):
+            token_lp[i, : len(lp)] = lp
+        return {
+            "teacher_span_logprobs": span_logprobs(token_lp, teacher_group_ids, num_groups),
+            "teacher_group_mask": group_sizes(teacher_group_ids, num_groups) > 0,
+        }
+
+    async def token_logprobs_async(self, views: Sequence) -> list[torch.Tensor]:
+        """token_logprobs inside a running event loop; all requests in flight together, at most
+        `concurrency` at a time."""
+        start, self._retried = time.perf_counter(), 0
+        for i, v in enumerate(views):
+            if v.response_ids and not v.prompt_ids:
+                raise ValueError(
+                    f"teacher view {i} has no prompt token, so its first response token has no log-prob "
+                    "(the server returns null at position 0); give the teacher a prompt."
+                )
+        limit = asyncio.Semaphore(self.concurrency)
+        async with self._session() as session:
+            model = self.model_name or (await self._served_model(session))["id"]
+
+            async def one(view) -> torch.Tensor:
+                if not view.response_ids:
+                    return torch.zeros(0)
+                async with limit:
+                    return await self._score(session, model, list(view.prompt_ids), list(view.response_ids))
+
+            tasks = [asyncio.ensure_future(one(v)) for v in views]
+            try:
+                result = await asyncio.gather(*tasks)
+            except BaseException:
+                # One bad answer fails the batch: stop the others instead of leaving them running.
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+        self.metrics = {
+            "gold/teacher_requests": float(sum(bool(v.response_ids) for v in views)),
+            "gold/teacher_retries": float(self._retried),
+            "gold/teacher_seconds": time.perf_counter() - start,
+        }
+        return list(result)
+
+    # ------------------------------------------------------------------ requests
+    def _session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            connector=aiohttp.TCPConnector(limit=self.concurrency),
+        )
+
+    async def _request(self, session: aiohttp.ClientSession, method: str, path: str, body: dict | None = None) -> _Answer:
+        """One HTTP call, retried with exponential backoff after timeouts, lost connections and
+        transient statuses. Returns the first non-transient answer."""
+        for attempt in range(self.retries + 1):
+            try:
+                async with session.request(method, self.url + path, json=body) as response:
+                    answer = _Answer(response.status, await response.text())
+                if answer.status not in TRANSIENT_STATUSES:
+                    return answer
+                problem = f"HTTP {answer.status}: {answer.text[:300]}"
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
+                problem = f"{type(exc).__name__}: {str(exc) or 'no answer within gold.teacher_timeout'}"
+            if attempt < self.retries:
+                self._retried += 1
+                await asyncio.sleep(self.backoff * 2**attempt)
+        raise ServedTeacherError(
+            f"{method} {self.url}{path} failed {self.retries + 1} times, last: {problem}. Fix: check that "
+            f"gold.teacher_url={self.url} is a running vLLM server; raise gold.teacher_timeout "
+            f"(now {self.timeout:g} s) or gold.teacher_retries (now {self.retries}) for a busy one"
+        )
+
+    def _json(self, answer: _Answer, path: str, model: str | None = None) -> dict:
+        """The answer's JSON, or an error naming the setting a failed answer points at."""
+        if answer.status == 404:
+            if model is not None and "model" in answer.text.lower():
+                raise ServedTeacherError(
+                    f"the server at gold.teacher_url={self.url} does not serve model {model!r}: "
+                    f"{answer.text[:300]}. Fix: set gold.teacher_model_name to a name listed at {self.url}/v1/models"
+                )
+            raise ServedTeacherError(
+                f"no {path} at gold.teacher_url={self.url} (HTTP 404). Fix: set gold.teacher_url to the root URL "
+                "of a vLLM server (e.g. http://host:8000, the address `vllm serve` prints, without /v1)"
+            )
+        if answer.status != 200:
+            raise ServedTeacherError(
+                f"{path} at gold.teacher_url={self.url} answered HTTP {answer.status}: {answer.text[:500]}. "
+                "Fix: a prompt longer than the server's --max-model-len needs gold.max_teacher_length below it; "
+                "an unknown token id means the server's model is not the teacher of trainer.ref.model.path"
+            )
+        try:
+            return json.loads(answer.text)
+        except ValueError:
+            raise ServedTeacherError(
+                f"{path} at gold.teacher_url={self.url} answered with malformed JSON ({answer.text[:200]!r}). "
+                "Fix: point gold.teacher_url at a vLLM server's root URL"
+            ) from None
+
+    async def _served_model(self, session: aiohttp.ClientSession) -> dict:
+        """The /v1/models card of gold.teacher_model_name, or of the only model the server lists."""
+        listing = self._json(await self._request(session, "GET", "/v1/models"), "/v1/models")
+        cards = [m for m in listing.get("data", []) if isinstance(m, dict)] if isinstance(listing, dict) else []
+        names = [m.get("id") for m in cards]
+        if self.model_name is not None and self.model_name not in names:
+            raise ServedTeacherError(
+                f"gold.teacher_model_name={self.model_name!r} is not served at gold.teacher_url={self.url} "
+                f"(it serves {names}). Fix: use one of those names (vLLM's --served-model-name)"
+            )
+        if self.model_name is None and len(names) != 1:
+            raise ServedTeacherError(
+                f"gold.teacher_model_name is null but the server at gold.teacher_url={self.url} lists {names}. "
+                "Fix: set gold.teacher_model_name to the teacher's served name"
+            )
+        return cards[names.index(self.model_name)] if self.model_name is not None else cards[0]
+
+    async def _score(self, session: aiohttp.ClientSession, model: str, prompt_ids: list[int], response_ids: list[int]) -> torch.Tensor:
+        ids = prompt_ids + response_ids
+        body = {"model": model, "prompt": ids, "max_tokens": 1, "prompt_logprobs": 0, "temperature": 1.0}
+        answer = self._json(await self._request(session, "POST", "/v1/completions", body), "/v1/completions", model)
+        return response_logprobs(answer, ids, len(prompt_ids), self.url)
+
+    async def _check(self) -> None:
+        async with self._session() as session:
+            card = await self._served_model(session)
+            self.model_name = card["id"]
+            served_len = card.get("max_model_len")
+            # A prompt of max_model_len tokens leaves no room for the one generated token.
+            if served_len is not None and (self.max_teacher_length is None or self.max_teacher_length > served_len - 1):
+                raise ServedTeacherError(
+                    f"gold.max_teacher_length={self.max_teacher_length} but the server at gold.teacher_url={self.url} "
+                    f"accepts at most {served_len - 1} prompt tokens (max_model_len {served_len}). Fix: set "
+                    f"gold.max_teacher_length to {served_len - 1} or less, or serve with a larger --max-model-len"
+                )
+            ids = self.tokenizer(CHECK_TEXT, add_special_tokens=False)["input_ids"]
+            answer = self._json(
+                await self._request(session, "POST", "/v1/completions",
+                                    {"model": self.model_name, "prompt": ids, "max_tokens": 1, "prompt_logprobs": 0}),
+                "/v1/completions", self.model_name,
+            )
+            response_logprobs(answer, ids, 1, self.url)
+            self._check_spelling(answer["choices"][0]["prompt_logprobs"], ids)
+
+    def _check_spelling(self, entries: list, ids: list[int]) -> None:
+        """Each returned decoded_token must be a spelling of its id under the teacher tokenizer:
+        its decode (newer vLLM, possibly with SentencePiece's leading space restored) or its raw
+        vocabulary piece (older vLLM)."""
+        for position in range(1, len(ids)):
+            token_id = ids[position]
+            served = entries[position][str(token_id)].get("decoded_token")
+            piece = self.tokenizer.convert_ids_to_tokens(token_id)
+            decoded = self.tokenizer.decode([token_id])
+            own = {decoded, piece, piece.replace("\u2581", " ")}
+            if served not in own:
+                raise ServedTeacherError(
+                    f"the server at gold.teacher_url={self.url} (model {self.model_name!r}) spells token id {token_id} "
+                    f"as {served!r}, the teacher tokenizer of trainer.ref.model.path ({self.tokenizer.name_or_path}) "
+                    f"as {decoded!r}: they are different tokenizers and every reward would be wrong. Fix: serve the "
+                    "teacher whose tokenizer trainer.ref.model.path names, or point trainer.ref.model.path at it"
+                )
+
+
+def response_logprobs(answer: dict, ids: list[int], num_prompt: int, url: str) -> torch.Tensor:
+    """The log-probs of ids[num_prompt:] from a /v1/completions answer with prompt log-probs.
+
+    answer["choices"][0]["prompt_logprobs"]: len(ids) entries, entry p a dict holding str(ids[p]).
+    Returns float32 [len(ids) - num_prompt]; raises ServedTeacherError for a missing list, a wrong
+    count, a missing token or a non-finite value.
+    """
+    try:
+        entries = answer["choices"][0]["prompt_logprobs"]
+    except (KeyError, IndexError, TypeError):
+        entries = None
+    if not isinstance(entries, list):
+        raise ServedTeacherError(
+            f"the answer of gold.teacher_url={url} has no choices[0].prompt_logprobs. Fix: use a vLLM server "
+            "(its /v1/completions returns prompt log-probs; an OpenAI-only server does not)"
+        )
+    if len(entries) != len(ids):
+        raise ServedTeacherError(
+            f"gold.teacher_url={url} returned {len(entries)} prompt log-probs for {len(ids)} sent tokens. Fix: use "
+            "a vLLM server without prompt rewriting (no chat template or BOS added to token-id prompts)"
+        )
+    try:
+        values = [entries[p][str(ids[p])]["logprob"] for p in range(num_prompt, len(ids))]
+        logprobs = torch.tensor(values, dtype=torch.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ServedTeacherError(
+            f"gold.teacher_url={url} returned prompt log-probs without the sent token's entry ({type(exc).__name__}: "
+            f"{exc}). Fix: use a vLLM server that scores the token ids it is sent"
+        ) from None
+    if not bool(torch.isfinite(logprobs).all()):
+        bad = int((~torch.isfinite(logprobs)).nonzero()[0])
+        raise ServedTeacherError(
+            f"gold.teacher_url={url} returned the non-finite log-prob {values[bad]} for response token {bad}. "
+            "Fix: check the served teacher's weights and dtype"
+        )
+    return logprobs.float()
+
+
+def _run(coroutine):
+    """Run a coroutine to completion from synchronous code, also when the caller already runs an
+    event loop (then in a worker thread with its own loop)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        loop_running = False
+    else:
+        loop_running = True
+    if not loop_running:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
