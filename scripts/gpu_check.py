@@ -633,7 +633,7 @@ def stage_reward_step(checks: Checks, state, workers, device):
     groups, num_groups = batch["student_group_ids"], batch.metadata["gold_num_groups"]
     # The reward step of GOLDDistillationTrainer.apply_reward_kl_penalty (reward mode, no ULD term).
     student_spans = span_logprobs(logprobs.float(), groups, num_groups)
-    rewards = span_rewards(student_spans, batch["teacher_span_logprobs__reward"], groups, cfg.gold.reward_placement) * batch["loss_mask"]
+    rewards = span_rewards(student_spans, batch["teacher_span_logprobs__reward"], groups) * batch["loss_mask"]
     estimator = AdvantageEstimatorRegistry.get(cfg.trainer.algorithm.advantage_estimator)
     advantages, _ = estimator(token_level_rewards=rewards, response_mask=batch["response_mask"], index=batch.metadata["uids"], config=cfg.trainer.algorithm)
     data = train_batch(batch, logprobs, advantages, [])
