@@ -41,3 +41,9 @@ def span_ratio_metric(student_spans: torch.Tensor, teacher_spans: torch.Tensor, 
     """Mean span log-ratio log P_T(g) - log P_S(g) over groups present on both sides ([B, G] each)."""
     delta = (teacher_spans - student_spans)[mask]
     return {"gold/span_log_ratio": float(delta.mean()) if delta.numel() else 0.0}
+
+
+def respelled_metric(views) -> dict[str, float]:
+    """Share of responses whose text the teacher's tokens spell differently (TeacherView.respelled:
+    its normalizer changed the text, so the teacher reads e.g. NFC or a space for a literal "\u2581")."""
+    return {"gold/teacher_respelled_share": sum(v.respelled for v in views) / max(len(views), 1)}

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from gold_distillation.alignment import decode_with_spans, token_bytes, vocab_map
 from gold_distillation.gold_forward import HybridTables, group_measures, student_gold_loss, teacher_payload
 from gold_distillation.losses import compress_teacher_groups, generalized_jsd, hybrid_loss, span_rewards, uld_loss
-from gold_distillation.teacher_view import build_teacher_view, build_teacher_views, collate_views, tokenize_completion
+from gold_distillation.teacher_view import build_teacher_view, build_teacher_views, collate_views, teacher_end_id, tokenize_completion
 
 from .conftest import TOKENIZER_NAMES
 from .test_alignment import check_alignment
@@ -106,7 +106,7 @@ def check_view(student_tok, teacher_tok, ids):
     else:
         # An empty text: no text groups; only the EOS group, holding both EOS tokens, may exist.
         assert view.num_groups == int(view.ended_with_eos)
-        assert view.response_ids == ([teacher_tok.eos_token_id] if view.ended_with_eos else [])
+        assert view.response_ids == ([teacher_end_id(teacher_tok)] if view.ended_with_eos else [])
     return view
 
 
