@@ -179,21 +179,23 @@ def tokenize_completion(tokenizer, text: str) -> tuple[list[int], DecodedTokens]
 def _spans_from_char_offsets(text: str, offsets) -> DecodedTokens:
     """Contiguous byte spans from a tokenizer's character offsets into `text`.
 
-    offsets: [n, 2] (start, end) characters. A token's span runs from its first character to the
-    next token's first character, so characters no token reports (HF maps a character composed by
-    the normalizer only to its first original character; e.g. NFC's 'e' + U+0301 -> 'é') belong to
-    the token holding the character they were merged into, the one before them.
-    Byte pieces of one character share its offsets; all but the last of such a run become
-    zero-width, so they join the group holding that character. O(n + len(text)), vectorized.
+    offsets: [n, 2] (start, end) characters. Token i's span ends where token i+1 starts, so
+    characters no token reports (HF maps a character composed by the normalizer only to its first
+    original character; e.g. NFC's 'e' + U+0301 -> 'é') belong to the token holding the character
+    they were merged into, the one before them. Where token i+1 starts inside the characters of
+    token i or earlier (byte pieces of one character), there is no cut: token i becomes zero-width
+    and joins the group of the token that completes those characters. O(n + len(text)), vectorized.
     """
     codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
     utf8_lengths = 1 + (codepoints >= 0x80).astype(np.int64) + (codepoints >= 0x800) + (codepoints >= 0x10000)
     char_to_byte = np.concatenate(([0], np.cumsum(utf8_lengths)))
-    char_starts = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)[:, 0]
-    starts = np.maximum.accumulate(char_to_byte[char_starts]) if len(char_starts) else np.zeros(0, np.int64)
-    if len(starts):
-        starts[0] = 0
-    ends = np.append(starts[1:], char_to_byte[-1]).astype(np.int64)
+    chars = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    next_starts = chars[1:, 0]
+    clean = next_starts >= np.maximum.accumulate(chars[:-1, 1]) if len(chars) else np.zeros(0, bool)
+    # Clean cuts never decrease, so a running maximum carries the last one over the tokens without.
+    cuts = np.maximum.accumulate(np.where(clean, char_to_byte[next_starts], 0)) if len(clean) else np.zeros(0, np.int64)
+    ends = np.append(cuts, char_to_byte[-1])[: len(chars)].astype(np.int64)
+    starts = np.concatenate(([0], ends[:-1]))[: len(ends)].astype(np.int64)
     return DecodedTokens(text=text, starts=starts, ends=ends)
 
 
