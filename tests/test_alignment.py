@@ -3,7 +3,6 @@
 import itertools
 import json
 import random
-import unicodedata
 
 import numpy as np
 import pytest
