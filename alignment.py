@@ -45,32 +45,134 @@ def _component_steps(tokenizer, component: str) -> list[dict]:
     return [spec] if spec else []
 
 
+# Pre-tokenizer steps that only split text (never drop, replace or add characters), so the
+# pieces of a byte-level vocabulary spell the input exactly.
+_SPLITTING_BEHAVIORS = ("Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous")
+
+
 def _text_normalization(tokenizer) -> str:
-    """How the tokenizer may change text before splitting it: "none" (no normalizer, no added
-    prefix space: its tokens' bytes always spell the input), "nfc" (they do for NFC text), or
-    "other" (checked text by text; e.g. SentencePiece, whose "\u2581" and per-segment prefix
-    around added tokens do not survive a round trip)."""
-    steps = {step.get("type") for step in _component_steps(tokenizer, "normalizer")}
-    if any(step.get("type") == "ByteLevel" and step.get("add_prefix_space") for step in _component_steps(tokenizer, "pre_tokenizer")):
+    """How the tokenizer may change text before splitting it: "none" (no normalizer and a
+    byte-level decoder behind pre-tokenizer steps that only split: its tokens' bytes always spell
+    the input), "nfc" (they do for NFC text), or "other" (checked text by text; e.g. SentencePiece,
+    whose "\u2581" and per-segment prefix around added tokens do not survive a round trip)."""
+    if [step.get("type") for step in _component_steps(tokenizer, "decoder")] != ["ByteLevel"]:
         return "other"
+    for step in _component_steps(tokenizer, "pre_tokenizer"):
+        kind = step.get("type")
+        if kind == "ByteLevel" and step.get("add_prefix_space"):
+            return "other"
+        if kind in ("Split", "Punctuation") and step.get("behavior", "Isolated") not in _SPLITTING_BEHAVIORS:
+            return "other"
+        if kind not in ("ByteLevel", "Split", "Punctuation", "Digits"):
+            return "other"
+    steps = {step.get("type") for step in _component_steps(tokenizer, "normalizer")}
     return "none" if not steps else "nfc" if steps == {"NFC"} else "other"
+
+
+@dataclass(frozen=True)
+class _DecoderModel:
+    """A tokenizer's decoder as GOLD models it (the steps of the tokenizers library's decoders).
+
+    token_steps: per-token string steps before any byte step, in order: ("Replace", pattern,
+    content), ("Strip", content, start, stop) or ("Metaspace", replacement, drops_in_first).
+    Metaspace turns its replacement into a space, except in the first token the decoder sees when
+    prepend_scheme is not "never": there the replacement is dropped. byte_level: ByteLevel (token
+    characters are GPT-2 stand-ins for bytes). byte_fallback: <0xHH> tokens are bytes.
+    text_strip: (content, start, stop) of a Strip after Fuse, applied to the whole text.
+    """
+
+    token_steps: tuple
+    byte_level: bool
+    byte_fallback: bool
+    text_strip: tuple | None
+
+
+def _decoder_model(tokenizer, name: str) -> _DecoderModel:
+    """Read the decoder's steps and check that GOLD can model them exactly; ValueError naming the
+    step otherwise. Supported: [ByteLevel], or per-token Replace/Metaspace/Strip steps, then
+    optionally ByteFallback, then optionally Fuse and one whole-text Strip."""
+    steps = _component_steps(tokenizer, "decoder")
+
+    def refuse(what, why):
+        raise ValueError(
+            f"tokenizer {name!r} has decoder steps {[s.get('type') for s in steps]}; GOLD cannot model "
+            f"{what}: {why}. GOLD supports byte-level BPE and SentencePiece tokenizers with the decoder "
+            "steps it models exactly: ByteLevel alone, or Replace/Metaspace/Strip per token, then "
+            "ByteFallback, then Fuse and a Strip of the whole text."
+        )
+
+    if not steps:
+        refuse("a missing decoder", "the tokenizer would join tokens with spaces")
+    if any(s.get("type") == "ByteLevel" for s in steps):
+        if len(steps) != 1:
+            refuse("ByteLevel with other steps", "ByteLevel is modelled as the only decoder step")
+        return _DecoderModel((), True, False, None)
+    token_steps, byte_fallback, fused, text_strip = [], False, False, None
+    for step in steps:
+        kind = step.get("type")
+        per_token = not fused and not byte_fallback
+        if kind == "Replace" and per_token:
+            pattern = step.get("pattern", {})
+            if "String" not in pattern:
+                refuse(f"the step {step}", "only plain-string Replace patterns are modelled")
+            token_steps.append(("Replace", pattern["String"], step["content"]))
+        elif kind == "Metaspace" and per_token:
+            # Older tokenizer files say add_prefix_space instead of prepend_scheme.
+            scheme = step.get("prepend_scheme") or ("always" if step.get("add_prefix_space", True) else "never")
+            token_steps.append(("Metaspace", step.get("replacement", _SPIECE_SPACE), scheme != "never"))
+        elif kind == "Strip" and per_token:
+            token_steps.append(("Strip", step["content"], step.get("start", 0), step.get("stop", 0)))
+        elif kind == "ByteFallback" and not fused and not byte_fallback:
+            byte_fallback = True
+        elif kind == "Fuse" and not fused:
+            fused = True
+        elif kind == "Strip" and fused and text_strip is None and len(step["content"].encode("utf-8")) == 1:
+            text_strip = (step["content"].encode("utf-8"), step.get("start", 0), step.get("stop", 0))
+        else:
+            refuse(f"the step {step} in that place", "it would act on text joined across tokens or on decoded byte runs")
+    return _DecoderModel(tuple(token_steps), False, byte_fallback, text_strip)
+
+
+def _decode_token(model: _DecoderModel, token: str, first: bool) -> str:
+    """One token through the per-token string steps (first: the first token the decoder sees)."""
+    for step in model.token_steps:
+        if step[0] == "Replace":
+            token = token.replace(step[1], step[2])
+        elif step[0] == "Metaspace":
+            token = token.replace(step[1], "" if first and step[2] else " ")
+        else:
+            _, content, start, stop = step
+            chars = list(token)
+            cut = 0
+            while cut < min(start, len(chars)) and chars[cut] == content:
+                cut += 1
+            end = len(chars)
+            while end > cut and len(chars) - end < stop and chars[end - 1] == content:
+                end -= 1
+            token = "".join(chars[cut:end])
+    return token
 
 
 @dataclass(frozen=True, eq=False)  # identity hash: tables are cached per tokenizer and per pair
 class TokenBytes:
     """What each token id of one tokenizer contributes to decoded text, as UTF-8 bytes.
 
-    pieces[i] is the text token i writes: a special token writes its literal content from the
-    tokenizer's added-tokens definition (e.g. b"<|im_start|>"), as HF's decode with
-    skip_special_tokens=False does. A special token in a response is text the teacher reads; only
-    the response's final end token is not (build_teacher_view pairs it with the teacher's end token).
-    strip_leading_space: the decoder drops one leading space of the whole text (SentencePiece).
-    byte_fallback[i]: token i is a SentencePiece byte token such as <0x0A>.
+    pieces[i] is token i through the decoder's per-token steps at any position but the first; a
+    special token writes its literal content from the tokenizer's added-tokens definition (e.g.
+    b"<|im_start|>"), as HF's decode with skip_special_tokens=False does. A special token in a
+    response is text the teacher reads; only the response's final end token is not
+    (build_teacher_view pairs it with the teacher's end token).
+    first_pieces: {id: bytes} where the first token decodes differently (a Metaspace decoder drops
+    its replacement character there).
+    text_strip: (content byte, start, stop): the decoder strips up to `start` leading and `stop`
+    trailing `content` characters of the whole text (SentencePiece's leading space), or None.
+    byte_fallback[i]: token i is a SentencePiece byte token such as <0x0A> (ByteFallback decoder).
     """
 
     pieces: tuple[bytes, ...]
     lengths: np.ndarray
-    strip_leading_space: bool
+    first_pieces: dict
+    text_strip: tuple | None
     byte_fallback: np.ndarray
     special: np.ndarray
     eos_token_id: int | None
@@ -112,46 +214,38 @@ def _build_token_bytes(tokenizer) -> TokenBytes:
             "bytes and offsets. Load it with AutoTokenizer.from_pretrained(path, use_fast=True) or "
             "provide a tokenizer.json."
         )
-    steps = {step.get("type") for step in _component_steps(tokenizer, "decoder")}
-    byte_level = "ByteLevel" in steps
-    if not byte_level and not ({"ByteFallback", "Metaspace", "Replace"} & steps):
-        raise ValueError(
-            f"tokenizer {name!r} has decoder steps {sorted(s for s in steps if s)}; GOLD supports "
-            "byte-level BPE and SentencePiece (byte fallback) tokenizers."
-        )
-    strip = any(
-        s.get("type") == "Strip" and s.get("content") == " " and s.get("start", 0) > 0
-        for s in _component_steps(tokenizer, "decoder")
-    ) or any(
-        s.get("type") == "Metaspace" and s.get("prepend_scheme", "always") != "never"
-        for s in _component_steps(tokenizer, "decoder")
-    )
-
+    model = _decoder_model(tokenizer, name)
     vocab_size = len(tokenizer)
     tokens = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
     added = tokenizer.added_tokens_decoder
     special = np.zeros(vocab_size, dtype=bool)
     byte_fallback = np.zeros(vocab_size, dtype=bool)
     inv = _byte_level_decoder()
+    # Characters whose per-token steps differ in the first position (Metaspace's replacement).
+    first_sensitive = tuple(step[1] for step in model.token_steps if step[0] == "Metaspace" and step[2])
     # One pass over the vocabulary when the table is first needed; everything after is lookups.
     pieces: list[bytes] = []
+    first_pieces: dict[int, bytes] = {}
     for i, tok in enumerate(tokens):
         if i in added:
             special[i] = added[i].special
             pieces.append(added[i].content.encode("utf-8"))
         elif tok is None:
             pieces.append(b"")
-        elif byte_level:
+        elif model.byte_level:
             pieces.append(bytes(inv[ch] for ch in tok))
-        elif len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">"):
+        elif model.byte_fallback and len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">"):
             byte_fallback[i] = True
             pieces.append(bytes([int(tok[3:5], 16)]))
         else:
-            pieces.append(tok.replace(_SPIECE_SPACE, " ").encode("utf-8"))
+            pieces.append(_decode_token(model, tok, first=False).encode("utf-8"))
+            if any(ch in tok for ch in first_sensitive):
+                first_pieces[i] = _decode_token(model, tok, first=True).encode("utf-8")
     return TokenBytes(
         pieces=tuple(pieces),
         lengths=np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)),
-        strip_leading_space=strip,
+        first_pieces=first_pieces,
+        text_strip=model.text_strip,
         byte_fallback=byte_fallback,
         special=special,
         eos_token_id=tokenizer.eos_token_id,
@@ -166,11 +260,14 @@ class DecodedTokens:
 
     starts, ends: int64 [n] byte offsets into text.encode("utf-8"); tokens are contiguous and in
     order (starts[i] == ends[i-1]); a zero-width token has starts[i] == ends[i].
+    respelled: the tokens themselves decode to a different text than `text` (a tokenizer's
+    normalizer changed it); the spans then come from its character offsets into `text`.
     """
 
     text: str
     starts: np.ndarray
     ends: np.ndarray
+    respelled: bool = False
 
 
 class _InvalidRanges:
@@ -191,7 +288,8 @@ def decode_with_spans(table: TokenBytes, ids) -> DecodedTokens:
 
     The text is the concatenated token bytes decoded as UTF-8 with invalid sequences replaced by
     U+FFFD, which is what HF byte-level decoders produce. A token boundary inside an invalid
-    sequence moves to the end of its replacement character, so the group around it covers it.
+    sequence moves to the start of its replacement character, so the bytes of one broken
+    character stay in one group and the text after it is not pulled in.
     SentencePiece byte tokens follow HF's ByteFallback decoder instead: a run of consecutive byte
     tokens that is not valid UTF-8 becomes one U+FFFD per token.
     """
@@ -200,11 +298,12 @@ def decode_with_spans(table: TokenBytes, ids) -> DecodedTokens:
     lengths = table.lengths[ids]
     is_byte = table.byte_fallback[ids]
     if is_byte.any():
-        lengths[_replace_invalid_byte_runs(pieces, is_byte, lengths)] = len(_REPLACEMENT)
-    first = _stripped_token(table, pieces, lengths)
-    if first is not None:
-        pieces[first] = pieces[first][1:]
-        lengths[first] -= 1
+        lengths[_replace_invalid_byte_runs(pieces, is_byte)] = len(_REPLACEMENT)
+    if len(ids) and int(ids[0]) in table.first_pieces:
+        pieces[0] = table.first_pieces[int(ids[0])]
+        lengths[0] = len(pieces[0])
+    if table.text_strip is not None:
+        _strip_text(table.text_strip, pieces, lengths)
     raw = b"".join(pieces)
     ends = np.cumsum(lengths)
     try:
@@ -219,41 +318,44 @@ def decode_with_spans(table: TokenBytes, ids) -> DecodedTokens:
 
 
 def spell_spans(table: TokenBytes, ids) -> DecodedTokens:
-    """Byte spans of tokens known to spell `text` exactly (see TokenBytes.preserves): the spans of
-    decode_with_spans from the length table alone, without joining bytes. text is left empty."""
+    """Byte spans of tokens known to spell `text` exactly (see TokenBytes.preserves, which holds
+    only for plain byte-level decoders): the spans of decode_with_spans from the length table
+    alone, without joining bytes. text is left empty."""
     ids = np.fromiter(ids, dtype=np.int64)
     lengths = table.lengths[ids]
-    first = _stripped_token(table, table.pieces, lengths, ids)
-    if first is not None:
-        lengths[first] -= 1
     ends = np.cumsum(lengths)
     return DecodedTokens(text="", starts=ends - lengths, ends=ends)
 
 
-def _stripped_token(table: TokenBytes, pieces, lengths: np.ndarray, ids=None) -> int | None:
-    """Index of the token whose leading space the decoder strips (the first non-empty token, if it
-    starts with a space and the decoder strips), else None. pieces[ids[i]] (or pieces[i]) is
-    token i's bytes."""
-    if not table.strip_leading_space or not lengths.any():
-        return None
-    first = int(np.argmax(lengths > 0))
-    piece = pieces[first] if ids is None else pieces[int(ids[first])]
-    return first if piece[:1] == b" " else None
+def _strip_text(strip: tuple, pieces: list[bytes], lengths: np.ndarray) -> None:
+    """In place: the decoder's whole-text Strip, (content byte, start, stop), cut from the pieces
+    at both ends of the text. Loops over at most start + stop visible tokens."""
+    content, start, stop = strip
+    visible = np.flatnonzero(lengths > 0).tolist()
+    for from_start, budget in ((True, start), (False, stop)):
+        for i in visible if from_start else reversed(visible):
+            piece = pieces[i]
+            kept = piece.lstrip(content) if from_start else piece.rstrip(content)
+            cut = min(len(piece) - len(kept), budget)
+            pieces[i] = piece[cut:] if from_start else piece[: len(piece) - cut]
+            lengths[i] = len(pieces[i])
+            budget -= cut
+            if pieces[i] or budget == 0:
+                break
 
 
 _REPLACEMENT = "\ufffd".encode("utf-8")
 
 
-def _replace_invalid_byte_runs(pieces: list[bytes], is_byte: np.ndarray, lengths: np.ndarray) -> list[int]:
+def _replace_invalid_byte_runs(pieces: list[bytes], is_byte: np.ndarray) -> list[int]:
     """In place: each maximal run of byte tokens (is_byte, bool [n]) whose bytes are not valid
-    UTF-8 becomes one U+FFFD per token. Zero-width tokens (lengths [n] == 0) do not break a run;
-    a special token (its literal text) does, as in HF's decoder. Loops over runs of byte tokens
-    only. Returns the indices of the replaced pieces."""
-    visible = np.flatnonzero(lengths > 0)
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], is_byte[visible].astype(np.int8), [0]))))
+    UTF-8 becomes one U+FFFD per token. Every other token breaks a run, special tokens included
+    (they are text, as in HF's decoder with skip_special_tokens=False). Loops over runs of byte
+    tokens only. Returns the indices of the replaced pieces."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], is_byte.astype(np.int8), [0]))))
     replaced: list[int] = []
     for start, stop in zip(edges[::2], edges[1::2]):
-        run = visible[start:stop].tolist()
+        run = range(start, stop)
         try:
             b"".join(pieces[i] for i in run).decode("utf-8")
         except UnicodeDecodeError:
@@ -267,13 +369,14 @@ def _map_through_replacements(offsets: np.ndarray, ranges, n_raw: int) -> np.nda
     """Map byte offsets in the raw bytes to offsets in the text re-encoded after replacement.
 
     Each invalid range [s, e) became the 3 bytes of U+FFFD; an offset strictly inside it maps to the
-    replacement's end. Loops over invalid ranges only, which are rare.
+    replacement's start, so the tokens holding a broken character's bytes up to its last one are
+    zero-width and join that character's group. Loops over invalid ranges only, which are rare.
     """
     position = np.arange(n_raw + 1, dtype=np.int64)
     shift = np.zeros(n_raw + 1, dtype=np.int64)
     for s, e in ranges:
         shift[e:] += 3 - (e - s)
-        position[s + 1 : e] = e
+        position[s + 1 : e] = s
     return position[offsets] + shift[position[offsets]]
 
 

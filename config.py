@@ -43,8 +43,15 @@ class GOLDConfig:
     # Teacher context limit (prompt + response tokens); longer teacher views are truncated at the end
     # of the response and the cut groups get no signal (counted in gold/truncated_share). null = none.
     max_teacher_length: Optional[int] = None
-    # Student token ids that end a response (their group is the EOS group); null = the tokenizer's EOS.
+    # Student token ids that end a response (their group is the EOS group); null = the tokenizer's EOS
+    # and the end-of-turn token its chat template writes after an assistant message.
     student_eos_token_ids: Optional[list] = None
+    # Teacher token (a string, e.g. "<|end|>") appended after a student end token; null = the token
+    # the teacher's chat template writes after an assistant message (its EOS without a template).
+    teacher_end_token: Optional[str] = None
+    # Fold a leading system message into the first user message before the teacher's chat template
+    # (for templates that refuse a system role, e.g. Mistral's).
+    fold_system_message: bool = False
     # Executing code shipped in a tokenizer folder is off unless turned on here.
     teacher_trust_remote_code: bool = False
     student_trust_remote_code: bool = False
@@ -97,6 +104,8 @@ def validate_gold_config(gold) -> None:
          "use a positive k, or null for the full vocabulary"),
         ("max_teacher_length", get("max_teacher_length") is None or int(get("max_teacher_length")) > 0,
          "use a positive length, or null for no limit"),
+        ("teacher_end_token", get("teacher_end_token") is None or (isinstance(get("teacher_end_token"), str) and get("teacher_end_token") != ""),
+         "use a token string of the teacher's vocabulary (e.g. '<|end|>'), or null for its chat template's end-of-turn token"),
         ("loss_reduction", get("loss_reduction") is None or get("loss_reduction") in LOSS_REDUCTIONS,
          f"use one of {LOSS_REDUCTIONS} or null"),
     ]

@@ -53,3 +53,9 @@ def response_end_metrics(views) -> dict[str, float]:
         "gold/unfinished_share": sum(v.unfinished for v in views) / n,
         "gold/empty_unfinished_share": sum(not v.ended_with_eos and not v.completion_text for v in views) / n,
     }
+
+
+def respelled_metric(views) -> dict[str, float]:
+    """Share of responses whose text the teacher's tokens spell differently (TeacherView.respelled:
+    its normalizer changed the text, so the teacher reads e.g. NFC or a space for a literal "\u2581")."""
+    return {"gold/teacher_respelled_share": sum(v.respelled for v in views) / max(len(views), 1)}

@@ -165,13 +165,15 @@ def sorted_l1_from_top(
     """Sorted L1 from the largest entries of two measures, with a bound on the error.
 
     p_top: [M, kp], q_top: [M, kq] sorted descending; p_total, q_total: [M] total masses; known:
-    [M] number of leading ranks to compare (default all; ranks past it count as tail). With
-    P, Q the masses past the compared ranks, the estimate is sum_r |p_r - q_r| + |P - Q|, and the
-    exact sorted L1 lies in [estimate, estimate + 2 min(P, Q)]. Exact when either tail is empty.
+    [M] number of leading ranks to compare (default all; ranks past it count as tail). Only the
+    min(kp, kq) ranks both sides hold are compared (zero-padding the narrower side would pit its
+    tail against the other's kept entries, and the estimate would no longer be a lower bound).
+    With P, Q the masses past the compared ranks, the estimate is sum_r |p_r - q_r| + |P - Q|, and
+    the exact sorted L1 lies in [estimate, estimate + 2 min(P, Q)]. Exact when either tail is empty.
     Returns (estimate [M], bound [M]).
     """
-    width = max(p_top.shape[-1], q_top.shape[-1])
-    p_top, q_top = _pad_last(p_top, width), _pad_last(q_top, width)
+    width = min(p_top.shape[-1], q_top.shape[-1])
+    p_top, q_top = p_top[..., :width], q_top[..., :width]
     if known is not None:
         compared = torch.arange(width, device=p_top.device) < known.unsqueeze(-1)
         p_top, q_top = torch.where(compared, p_top, 0.0), torch.where(compared, q_top, 0.0)

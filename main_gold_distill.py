@@ -36,7 +36,7 @@ from skyrl_train.utils import initialize_ray, validate_cfg
 from .alignment import same_vocabulary, token_bytes
 from .config import GOLDConfig, needs_teacher_distributions, validate_run_config
 from .gold_forward import STUDENT_INPUT_KEYS, TEACHER_INPUT_KEYS, uld_between_payloads
-from .gold_metrics import alignment_metrics, payload_metrics, response_end_metrics, span_ratio_metric
+from .gold_metrics import alignment_metrics, payload_metrics, respelled_metric, response_end_metrics, span_ratio_metric
 from .gold_setup import load_tokenizer
 from .losses import span_logprobs, span_rewards
 from .policy_losses import register_skyrl_functions
@@ -161,6 +161,7 @@ class GOLDDistillationTrainer(RayPPOTrainer):
                 responses, list(prompts), self.tokenizer, self.teacher_tokenizer,
                 student_eos_ids=frozenset(eos_ids) if eos_ids else None,
                 max_teacher_length=self.gold.max_teacher_length,
+                teacher_end_token=self.gold.teacher_end_token, fold_system_message=self.gold.fold_system_message,
             )
             collated = collate_views(views, self.teacher_tokenizer.pad_token_id, student_response_length=width)
             tensors = {
@@ -172,6 +173,7 @@ class GOLDDistillationTrainer(RayPPOTrainer):
             num_groups = collated.num_groups
             truncated = sum(v.truncated for v in views) / n
             self.all_metrics.update(response_end_metrics(views))
+            self.all_metrics.update(respelled_metric(views))
         pad = batch.batch_size - n
         for key, value in tensors.items():
             filler = value[:pad].clone() if key in TEACHER_INPUT_KEYS[:2] else torch.full_like(value[:pad], -1)

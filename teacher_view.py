@@ -8,10 +8,12 @@ response token sequences into aligned spans. `collate_views` pads a batch of vie
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from jinja2.exceptions import TemplateError
 
 from .alignment import Alignment, DecodedTokens, align_spans, decode_with_spans, same_vocabulary, spell_spans, token_bytes
 
@@ -30,6 +32,9 @@ class TeacherView:
     unfinished: the response has no final end token (cut at the length limit) and was scored as if
     it ended there: the teacher's end token joins its last group (see build_teacher_view).
     truncated: the teacher response was cut to fit the teacher context (see build_teacher_view).
+    respelled: the teacher's tokens of the completion spell a different text than the student's
+    (its normalizer changed it: NFC, a literal "\u2581" read as a space, a prefix added around an
+    added token); the groups still cover the student's text, from the teacher's character offsets.
     """
 
     prompt_ids: list[int]
@@ -41,11 +46,15 @@ class TeacherView:
     ended_with_eos: bool
     unfinished: bool = False
     truncated: bool = False
+    respelled: bool = False
 
 
-def render_prompt(tokenizer, prompt: Prompt) -> list[int]:
+def render_prompt(tokenizer, prompt: Prompt, fold_system_message: bool = False) -> list[int]:
     """Teacher token ids of a prompt: chat messages through the teacher's own chat template (with
-    the generation prompt), plain text tokenized with the teacher's special tokens (e.g. BOS)."""
+    the generation prompt), plain text tokenized with the teacher's special tokens (e.g. BOS).
+    fold_system_message: fold a leading system message into the first user message first (for
+    templates that refuse a system role). A template error becomes a ValueError naming the
+    tokenizer, the roles and the fix."""
     if isinstance(prompt, str):
         return tokenizer(prompt, add_special_tokens=True)["input_ids"]
     if not getattr(tokenizer, "chat_template", None):
@@ -54,7 +63,92 @@ def render_prompt(tokenizer, prompt: Prompt) -> list[int]:
             "list of chat messages; use an instruct teacher, set a template on the tokenizer, or pass "
             "the prompt as text."
         )
-    return list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True))
+    messages = fold_system(prompt) if fold_system_message else prompt
+    roles = [m.get("role") for m in messages]
+    if "system" in roles and not fold_system_message:
+        fix = "set gold.fold_system_message=true to fold the system message into the first user message"
+    else:
+        fix = "pass prompts whose roles the teacher's template accepts (e.g. alternating user/assistant)"
+    return list(_apply_template(tokenizer, messages, fix, add_generation_prompt=True, tokenize=True))
+
+
+def fold_system(messages: list[dict]) -> list[dict]:
+    """Messages with a leading system message folded into the first user message (the system
+    content, a blank line, then the user's); unchanged without a leading system message or a user
+    message to fold it into."""
+    if not messages or messages[0].get("role") != "system":
+        return messages
+    rest = list(messages[1:])
+    user = next((i for i, m in enumerate(rest) if m.get("role") == "user"), None)
+    if user is None:
+        return messages
+    rest[user] = {**rest[user], "content": f"{messages[0]['content']}\n\n{rest[user]['content']}"}
+    return rest
+
+
+def _apply_template(tokenizer, messages: list[dict], fix: str, **kwargs):
+    """tokenizer.apply_chat_template, with a template's own error (jinja's TemplateError, raised
+    e.g. by Mistral's template for a system message) turned into a ValueError that names the
+    tokenizer, the message roles and `fix`."""
+    try:
+        return tokenizer.apply_chat_template(messages, **kwargs)
+    except TemplateError as err:
+        raise ValueError(
+            f"the chat template of tokenizer {tokenizer.name_or_path!r} refused messages with roles "
+            f"{[m.get('role') for m in messages]}: {err}. Fix: {fix}"
+        ) from err
+
+
+_END_PROBE = "GOLD end-of-turn probe"
+_END_OF_TURN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def end_of_turn_id(tokenizer) -> int | None:
+    """The token that ends an assistant turn: read off the tokenizer's own chat template by
+    rendering a one-turn user/assistant conversation; the first token the template writes after the
+    assistant's content (after any whitespace) when that is an added token (Phi-3: <|end|>, not its
+    EOS <|endoftext|>). Without a template, or when plain text follows the content, the EOS.
+    Cached per tokenizer."""
+    if tokenizer in _END_OF_TURN:
+        return _END_OF_TURN[tokenizer]
+    end = tokenizer.eos_token_id
+    if getattr(tokenizer, "chat_template", None):
+        conversation = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _END_PROBE}]
+        fix = "set the ending token yourself: gold.teacher_end_token (teacher) or gold.student_eos_token_ids (student)"
+        text = _apply_template(tokenizer, conversation, fix, tokenize=False)
+        at = text.rfind(_END_PROBE)
+        after = tokenizer(text[at + len(_END_PROBE) :].lstrip(), add_special_tokens=False)["input_ids"] if at >= 0 else []
+        if after and after[0] in tokenizer.added_tokens_decoder:
+            end = after[0]
+    _END_OF_TURN[tokenizer] = end
+    return end
+
+
+def student_end_ids(tokenizer) -> frozenset[int]:
+    """Student tokens that end a response by default: its EOS and its template's end-of-turn token."""
+    return frozenset(i for i in (tokenizer.eos_token_id, end_of_turn_id(tokenizer)) if i is not None)
+
+
+def teacher_end_id(tokenizer, override: str | None = None) -> int:
+    """The token appended to the teacher's response after a student end token: `override` (the
+    gold.teacher_end_token setting, a token string) when given, else end_of_turn_id."""
+    if override is not None:
+        token_id = tokenizer.convert_tokens_to_ids(override)
+        if token_id is None or (token_id == tokenizer.unk_token_id and override != tokenizer.unk_token):
+            raise ValueError(
+                f"gold.teacher_end_token: {override!r} is not a token of the teacher tokenizer "
+                f"{tokenizer.name_or_path!r}. Fix: use a token string of its vocabulary (e.g. "
+                f"{tokenizer.eos_token!r}) or null for the end-of-turn token its chat template writes"
+            )
+        return token_id
+    token_id = end_of_turn_id(tokenizer)
+    if token_id is None:
+        raise ValueError(
+            f"teacher tokenizer {tokenizer.name_or_path!r} has no eos_token and no chat template "
+            "end-of-turn token, which GOLD needs to score where a student response ends (or was cut); set "
+            "tokenizer.eos_token on the teacher tokenizer, or gold.teacher_end_token."
+        )
+    return token_id
 
 
 def tokenize_completion(tokenizer, text: str) -> tuple[list[int], DecodedTokens]:
@@ -62,7 +156,8 @@ def tokenize_completion(tokenizer, text: str) -> tuple[list[int], DecodedTokens]
 
     Special-token strings in the text stay plain text (split_special_tokens). Spans come from the
     token bytes; if the tokenizer's normalizer changed the text (Qwen's NFC on non-NFC input),
-    they come from the tokenizer's character offsets into the original text instead.
+    they come from the tokenizer's character offsets into the original text instead, and the
+    spans are marked `respelled`.
     """
     # The Rust tokenizer directly: the same encoding as tokenizer(text), without converting
     # offsets to Python lists that only the rare normalized case reads.
@@ -80,27 +175,28 @@ def tokenize_completion(tokenizer, text: str) -> tuple[list[int], DecodedTokens]
     decoded = decode_with_spans(table, ids)
     if decoded.text == text:
         return ids, decoded
-    return ids, _spans_from_char_offsets(text, encoding.offsets)
+    return ids, replace(_spans_from_char_offsets(text, encoding.offsets), respelled=True)
 
 
 def _spans_from_char_offsets(text: str, offsets) -> DecodedTokens:
     """Contiguous byte spans from a tokenizer's character offsets into `text`.
 
-    Characters the normalizer merged or dropped fall to the next token (spans are contiguous), or
-    to the last token at the end of the text.
-    Byte pieces of one character share its offsets; all but the last of such a run become
-    zero-width, so they join the group holding that character.
+    offsets: [n, 2] (start, end) characters. Token i's span ends where token i+1 starts, so
+    characters no token reports (HF maps a character composed by the normalizer only to its first
+    original character; e.g. NFC's 'e' + U+0301 -> 'é') belong to the token holding the character
+    they were merged into, the one before them. Where token i+1 starts inside the characters of
+    token i or earlier (byte pieces of one character), there is no cut: token i becomes zero-width
+    and joins the group of the token that completes those characters. O(n + len(text)), vectorized.
     """
     codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
     utf8_lengths = 1 + (codepoints >= 0x80).astype(np.int64) + (codepoints >= 0x800) + (codepoints >= 0x10000)
     char_to_byte = np.concatenate(([0], np.cumsum(utf8_lengths)))
-    char_ends = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)[:, 1]
-    ends = np.maximum.accumulate(char_to_byte[char_ends]) if len(char_ends) else np.zeros(0, np.int64)
-    last_of_run = np.append(ends[:-1] != ends[1:], True)
-    ends = np.where(last_of_run, ends, 0)
-    ends = np.where(last_of_run, ends, np.concatenate(([0], np.maximum.accumulate(ends)[:-1])))
-    if len(ends):
-        ends[-1] = char_to_byte[-1]
+    chars = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    next_starts = chars[1:, 0]
+    clean = next_starts >= np.maximum.accumulate(chars[:-1, 1]) if len(chars) else np.zeros(0, bool)
+    # Clean cuts never decrease, so a running maximum carries the last one over the tokens without.
+    cuts = np.maximum.accumulate(np.where(clean, char_to_byte[next_starts], 0)) if len(clean) else np.zeros(0, np.int64)
+    ends = np.append(cuts, char_to_byte[-1])[: len(chars)].astype(np.int64)
     starts = np.concatenate(([0], ends[:-1]))[: len(ends)].astype(np.int64)
     return DecodedTokens(text=text, starts=starts, ends=ends)
 
@@ -113,59 +209,65 @@ def build_teacher_view(
     student_eos_ids: frozenset[int] | None = None,
     max_teacher_length: int | None = None,
     prompt_ids: list[int] | None = None,
+    teacher_end_token: str | None = None,
+    fold_system_message: bool = False,
 ) -> TeacherView:
     """Build the teacher's input for one student response and align the two responses.
 
-    With one vocabulary on both sides the teacher reads the student's own tokens and every token is
-    its own group (plain same-tokenizer on-policy distillation, no re-tokenization).
+    With one vocabulary on both sides the teacher reads the student's own tokens, its end token
+    included, and every token is its own group (plain same-tokenizer on-policy distillation, no
+    re-tokenization).
     What the teacher reads of each student token: its text; a special token other than the final
     end token is its literal string (e.g. "<|im_start|>"), tokenized by the teacher as plain text,
     so it joins a group and costs the teacher's log-probability of that string.
-    A response whose last token is a student EOS (student_eos_ids, default the tokenizer's EOS)
-    gets the teacher EOS appended, and the two EOS tokens form the last group (with any zero-width
-    student tokens before it when the text is empty).
-    Unfinished responses (no final EOS: cut at the length limit) are scored as if they ended where
-    they were cut: the teacher EOS is appended and joins the last group, so the response pays the
-    teacher's log-probability of ending there (a response without text pays the teacher's
-    log-probability of an empty answer). With one vocabulary they are left as stock on-policy
-    distillation leaves them (no end term).
+    A response whose last token is a student end token (student_eos_ids, default its EOS and its
+    chat template's end-of-turn token) gets the teacher's end-of-turn token appended (the token its
+    chat template writes after an assistant message, see end_of_turn_id; teacher_end_token, a token
+    string, overrides it), and the two end tokens form the last group (with any zero-width student
+    tokens before it when the text is empty).
+    Unfinished responses (no final end token: cut at the length limit) are scored as if they ended
+    where they were cut: the teacher's end-of-turn token is appended and joins the last group, so
+    the response pays the teacher's log-probability of ending there (a response without text pays
+    the teacher's log-probability of an empty answer). With one vocabulary they are left as stock
+    on-policy distillation leaves them (no end term).
     Truncation policy: when prompt + teacher response exceed max_teacher_length, the teacher
     response is cut at the end; groups from the first one with a cut teacher token on are dropped
     (G shrinks, their student tokens get -1), so they get no signal instead of a wrong one, and
     `truncated` is set. The prompt is kept whole unless it alone exceeds the limit: then nothing of
     the response can be scored and only the prompt's last max_teacher_length tokens are kept.
-    prompt_ids: the rendered teacher prompt, when the caller has it already (shared prompts).
+    prompt_ids: the rendered teacher prompt, when the caller has it already (shared prompts);
+    fold_system_message: see render_prompt.
     """
     if max_teacher_length is not None and max_teacher_length < 1:
         raise ValueError(f"max_teacher_length={max_teacher_length}; it must be a positive token count or None (no limit).")
     student_table = token_bytes(student_tokenizer)
     teacher_table = token_bytes(teacher_tokenizer)
-    eos_ids = student_eos_ids or frozenset({student_table.eos_token_id})
+    eos_ids = student_eos_ids or student_end_ids(student_tokenizer)
     ids = list(student_response_ids)
     ended_with_eos = bool(ids) and ids[-1] in eos_ids
     body = ids[:-1] if ended_with_eos else ids
 
     student = decode_with_spans(student_table, body)
+    respelled = False
     same = same_vocabulary(student_table, teacher_table)
     if same:
         teacher_ids, own_groups = list(body), np.arange(len(body), dtype=np.int64)
         alignment = Alignment(own_groups, own_groups, len(body))
+        end_id = ids[-1] if ended_with_eos else None  # the teacher reads the student's own end token
     else:
         teacher_ids, teacher = tokenize_completion(teacher_tokenizer, student.text)
+        respelled = teacher.respelled
         n_bytes = len(student.text.encode("utf-8"))
         alignment = align_spans(student.starts, student.ends, teacher.starts, teacher.ends, n_bytes)
     unfinished = bool(ids) and not ended_with_eos and not same
     student_groups, teacher_groups, num_groups = _with_eos_group(alignment, ended_with_eos, unfinished)
     if ended_with_eos or unfinished:
-        if teacher_table.eos_token_id is None:
-            raise ValueError(
-                f"teacher tokenizer {teacher_table.name!r} has no eos_token, which GOLD needs to score where "
-                "a student response ends (or was cut); set tokenizer.eos_token on the teacher tokenizer."
-            )
-        teacher_ids = teacher_ids + [teacher_table.eos_token_id]
+        if not same:
+            end_id = teacher_end_id(teacher_tokenizer, teacher_end_token)
+        teacher_ids = teacher_ids + [end_id]
 
     if prompt_ids is None:
-        prompt_ids = render_prompt(teacher_tokenizer, prompt)
+        prompt_ids = render_prompt(teacher_tokenizer, prompt, fold_system_message)
     truncated = max_teacher_length is not None and len(prompt_ids) + len(teacher_ids) > max_teacher_length
     if truncated:
         keep = max(max_teacher_length - len(prompt_ids), 0)
@@ -186,6 +288,7 @@ def build_teacher_view(
         ended_with_eos=ended_with_eos,
         unfinished=unfinished,
         truncated=truncated,
+        respelled=respelled,
     )
 
 
@@ -208,6 +311,7 @@ def build_teacher_views(
     prompts: list[Prompt],
     student_tokenizer,
     teacher_tokenizer,
+    fold_system_message: bool = False,
     **kwargs,
 ) -> list[TeacherView]:
     """build_teacher_view over a batch; each distinct prompt is rendered once (GRPO repeats them)."""
@@ -218,7 +322,7 @@ def build_teacher_views(
     for response, prompt in zip(responses, prompts):
         key = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
         if key not in rendered:
-            rendered[key] = render_prompt(teacher_tokenizer, prompt)
+            rendered[key] = render_prompt(teacher_tokenizer, prompt, fold_system_message)
         views.append(
             build_teacher_view(
                 response, prompt, student_tokenizer, teacher_tokenizer, prompt_ids=rendered[key], **kwargs

@@ -8,6 +8,7 @@ deterministic (derandomize, no example database) so CI sees the same cases every
 
 import itertools
 import math
+import unicodedata
 from functools import lru_cache
 
 import numpy as np
@@ -19,10 +20,10 @@ from hypothesis import strategies as st
 from gold_distillation.alignment import decode_with_spans, token_bytes, vocab_map
 from gold_distillation.gold_forward import HybridTables, group_measures, student_gold_loss, teacher_payload
 from gold_distillation.losses import compress_teacher_groups, generalized_jsd, hybrid_loss, span_rewards, uld_loss
-from gold_distillation.teacher_view import build_teacher_view, build_teacher_views, collate_views, tokenize_completion
+from gold_distillation.teacher_view import build_teacher_view, build_teacher_views, collate_views, student_end_ids, teacher_end_id, tokenize_completion
 
 from .conftest import TOKENIZER_NAMES
-from .test_alignment import check_alignment
+from .test_alignment import END_OF_TURN, check_alignment, group_texts
 
 PAIRS = list(itertools.permutations(TOKENIZER_NAMES, 2))
 PROMPT = "Say something."
@@ -109,10 +110,10 @@ def check_view(student_tok, teacher_tok, ids):
     if view.completion_text:
         check_alignment(student_tok, teacher_tok, ids)
     else:
-        # An empty text: no text groups; only the EOS group may exist (the teacher's verdict on an
+        # An empty text: no text groups; only the end group may exist (the teacher's verdict on an
         # empty answer), holding every student token.
         assert view.num_groups == int(appended_eos)
-        assert view.response_ids == ([teacher_tok.eos_token_id] if appended_eos else [])
+        assert view.response_ids == ([teacher_end_id(teacher_tok)] if appended_eos else [])
     return view
 
 
@@ -145,6 +146,59 @@ def test_random_token_ids_align(tokenizers, student_name, teacher_name, data):
     event("ends with EOS" if view.ended_with_eos else "unfinished (no EOS)")
     event("empty text" if not view.completion_text else "non-empty text")
     event("multi-token group" if view.num_groups and max(np.bincount(view.student_groups[view.student_groups >= 0]).max(), np.bincount(view.teacher_groups).max()) > 1 else "one token per group")
+
+
+# Decomposed Unicode (issue 10): Latin letters with diacritics (Vietnamese's stacked marks among
+# them) and Hangul syllables, mixed with ASCII, the whole text then put in NFD: combining marks and
+# conjoining jamo that Qwen's NFC normalizer composes again.
+COMPOSED_LETTERS = [
+    chr(c) for c in [*range(0xC0, 0x180), *range(0x1E00, 0x1F00)]
+    if unicodedata.decomposition(chr(c)) and not unicodedata.decomposition(chr(c)).startswith("<")
+]
+NFD_TEXT = st.lists(
+    st.one_of(
+        st.sampled_from(COMPOSED_LETTERS),
+        st.integers(0xAC00, 0xD7A3).map(chr),  # Hangul syllables: NFD gives 2-3 conjoining jamo
+        st.characters(min_codepoint=0x20, max_codepoint=0x7E),
+        st.sampled_from((" ", "\n", "Ti\u1ebfng Vi\u1ec7t", "\u0111\u01b0\u1ee3c")),
+    ),
+    min_size=1, max_size=24,
+).map(lambda parts: unicodedata.normalize("NFD", "".join(parts)))
+
+
+@pytest.mark.parametrize("student_name", [n for n in TOKENIZER_NAMES if n != "qwen2.5-instruct"])
+@settings(max_examples=80, **FUZZ)
+@given(text=NFD_TEXT)
+def test_decomposed_text_groups_compose_to_the_teacher_groups(tokenizers, student_name, text):
+    """For every group: NFC(student group text) == the Qwen teacher's text of the group."""
+    student_tok, teacher_tok = tokenizers[student_name], tokenizers["qwen2.5-instruct"]
+    ids = student_tok(text, add_special_tokens=False)["input_ids"]
+    pairs = group_texts(student_tok, teacher_tok, ids)
+    assert all(unicodedata.normalize("NFC", s) == t for s, t in pairs), pairs
+    view = check_view(student_tok, teacher_tok, ids + [student_tok.eos_token_id])
+    assert view.respelled == (not unicodedata.is_normalized("NFC", view.completion_text))
+    event("NFC changes the text" if view.respelled else "text already NFC")
+    event("a group composes characters" if any(s != t for s, t in pairs) else "no group composes")
+
+
+@pytest.mark.parametrize("student_name,teacher_name", PAIRS)
+@settings(max_examples=15, **FUZZ)
+@given(text=TEXT, data=st.data())
+def test_end_of_turn_rule(tokenizers, student_name, teacher_name, text, data):
+    """A response ending in any of the student's end tokens (EOS, its template's end-of-turn token)
+    gets the token the teacher's template writes after an assistant message; the two form the last
+    group, alone."""
+    student_tok, teacher_tok = tokenizers[student_name], tokenizers[teacher_name]
+    end = data.draw(st.sampled_from(sorted(student_end_ids(student_tok))))
+    ids = student_tok(text, add_special_tokens=False)["input_ids"] + [end]
+    view = check_view(student_tok, teacher_tok, ids)
+    assert view.ended_with_eos
+    assert view.response_ids[-1] == teacher_tok.convert_tokens_to_ids(END_OF_TURN[teacher_name])
+    g = view.num_groups - 1
+    assert view.student_groups[-1] == view.teacher_groups[-1] == g
+    assert np.sum(view.teacher_groups == g) == 1
+    assert np.sum(view.student_groups == g) == 1 or not view.completion_text
+    event("student EOS" if end == student_tok.eos_token_id else "student end-of-turn token (not its EOS)")
 
 
 @pytest.mark.parametrize("student_name,teacher_name", PAIRS)

@@ -1,13 +1,15 @@
 """Alignment on the six real tokenizers (GOLD.md section 3)."""
 
 import itertools
+import json
+import random
 
 import numpy as np
 import pytest
 
 from gold_distillation.alignment import align_spans, decode_with_spans, token_bytes, vocab_map
-from gold_distillation.gold_metrics import response_end_metrics
-from gold_distillation.teacher_view import build_teacher_view, tokenize_completion
+from gold_distillation.gold_metrics import respelled_metric, response_end_metrics
+from gold_distillation.teacher_view import build_teacher_view, student_end_ids, teacher_end_id, tokenize_completion
 
 from .conftest import TOKENIZER_NAMES
 from .corpus import CORPUS
@@ -50,10 +52,10 @@ def check_alignment(student_tok, teacher_tok, student_ids):
         # The EOS group is last and holds exactly the two EOS tokens.
         assert view.student_groups[-1] == g - 1 and np.sum(view.student_groups == g - 1) == 1
         assert view.teacher_groups[-1] == g - 1 and np.sum(view.teacher_groups == g - 1) == 1
-        assert view.response_ids[-1] == teacher_tok.eos_token_id
+        assert view.response_ids[-1] == (student_ids[-1] if student_tok is teacher_tok else teacher_end_id(teacher_tok))
     if view.unfinished:
-        # Scored as ending where it was cut: the teacher EOS joins the last text group.
-        assert view.response_ids[-1] == teacher_tok.eos_token_id and view.teacher_groups[-1] == g - 1
+        # Scored as ending where it was cut: the teacher's end token joins the last text group.
+        assert view.response_ids[-1] == teacher_end_id(teacher_tok) and view.teacher_groups[-1] == g - 1
         assert view.student_groups[-1] == g - 1 and np.sum(view.teacher_groups == g - 1) >= 2
     return view
 
@@ -181,3 +183,208 @@ def test_vocab_map_matches_equal_byte_strings(tokenizers):
     assert vmap.teacher_to_student[qwen_tok.eos_token_id] == llama_tok.eos_token_id
     same = vocab_map(qwen, qwen)
     assert same.matched_share == 1.0 and np.array_equal(same.teacher_to_student, np.arange(qwen.vocab_size))
+
+
+def group_texts(student_tok, teacher_tok, ids):
+    """(student group text, teacher group text) per text group: the student's bytes of the group
+    decoded, and the teacher's own decoding of its tokens in the group."""
+    view = build_teacher_view(ids, "Say something.", student_tok, teacher_tok)
+    body = ids[:-1] if view.ended_with_eos else ids
+    student = decode_with_spans(token_bytes(student_tok), body)
+    raw = student.text.encode("utf-8")
+    pairs = []
+    for g in range(view.num_groups - view.ended_with_eos):
+        s_members = np.flatnonzero(view.student_groups[: len(body)] == g)
+        t_members = np.flatnonzero(view.teacher_groups == g)
+        s_text = raw[student.starts[s_members[0]] : student.ends[s_members[-1]]].decode("utf-8")
+        pairs.append((s_text, teacher_tok.decode([view.response_ids[j] for j in t_members])))
+    return pairs
+
+
+# Issue 10, item 1: a character the teacher's normalizer merged into an earlier one (NFC) belongs to
+# the teacher token that holds that earlier character.
+DECOMPOSED = {
+    "e\u0301Y": [("e\u0301", "\u00e9"), ("Y", "Y")],
+    " 4n\u0303Z": [(" ", " "), ("4", "4"), ("n\u0303", "\u00f1"), ("Z", "Z")],
+    "Tie\u0302\u0301ng": [("Tie\u0302\u0301", "Ti\u1ebf"), ("ng", "ng")],
+    "\u1100\u1161X": [("\u1100\u1161", "\uac00"), ("X", "X")],
+}
+
+
+@pytest.mark.parametrize("text", DECOMPOSED)
+def test_decomposed_characters_join_the_teacher_token_they_compose_into(tokenizers, text):
+    student, teacher = tokenizers["llama3.1-instruct"], tokenizers["qwen2.5-instruct"]
+    ids = student(text, add_special_tokens=False)["input_ids"]
+    assert group_texts(student, teacher, ids) == DECOMPOSED[text]
+    check_alignment(student, teacher, ids + [student.eos_token_id])
+
+
+# Item 3: invalid UTF-8 of every kind. Each entry: the bytes, and for each byte the U+FFFD it
+# becomes under the Unicode "maximal subpart" rule that Python and HF's byte-level decoders follow.
+INVALID_UTF8 = {
+    "truncated_3_byte": (b"\xe4\xb8", [0, 0]),
+    "truncated_4_byte": (b"\xf0\x9f\x98", [0, 0, 0]),
+    "overlong_2_byte": (b"\xc0\xaf", [0, 1]),
+    "overlong_3_byte": (b"\xe0\x80\xaf", [0, 1, 2]),
+    "surrogate": (b"\xed\xa0\x80", [0, 1, 2]),
+    "above_u10ffff": (b"\xf4\x90\x80\x80", [0, 1, 2, 3]),
+    "f5_to_ff": (b"\xf5\xff", [0, 1]),
+    "lone_continuation": (b"\x80\xbf", [0, 1]),
+    "two_truncated": (b"\xe4\xb8\xf0\x9f", [0, 0, 1, 1]),
+}
+
+
+@pytest.mark.parametrize("kind", INVALID_UTF8)
+@pytest.mark.parametrize("student_name,teacher_name", [("llama3.1-instruct", "qwen2.5-instruct"), ("llama3.1-instruct", "llama2"), ("llama2", "qwen2.5-instruct"), ("gpt2", "mistral-7b-v0.1")])
+def test_invalid_utf8_bytes_stay_with_their_character(tokenizers, student_name, teacher_name, kind):
+    student_tok, teacher_tok = tokenizers[student_name], tokenizers[teacher_name]
+    table = token_bytes(student_tok)
+    byte_ids = {p[0]: i for i, p in enumerate(table.pieces) if len(p) == 1 and not table.special[i]}
+    if table.byte_fallback.any():  # SentencePiece: the <0xHH> tokens; ByteFallback gives one U+FFFD per byte token
+        byte_ids = {int(student_tok.convert_ids_to_tokens(int(i))[3:5], 16): int(i) for i in np.flatnonzero(table.byte_fallback)}
+    bad, replacement = INVALID_UTF8[kind]
+    if table.byte_fallback.any():
+        replacement = list(range(len(bad)))
+    head, tail = student_tok("ab", add_special_tokens=False)["input_ids"], student_tok.convert_tokens_to_ids(["c", "d"])
+    ids = head + [byte_ids[b] for b in bad] + tail + [student_tok.eos_token_id]
+    view = check_alignment(student_tok, teacher_tok, ids)
+    assert view.completion_text == student_tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    assert view.completion_text.count("\ufffd") == max(replacement) + 1
+    groups = view.student_groups[len(head) : len(head) + len(bad)]
+    for r in set(replacement):  # the bytes of one broken character share a group
+        assert len(set(groups[np.array(replacement) == r].tolist())) == 1, (kind, groups)
+    # ... and the text after them ("cd") is not pulled into it.
+    assert groups[-1] < view.student_groups[len(head) + len(bad)]
+
+
+# Item 2: the token appended after a student end token is the one the teacher's chat template
+# writes after an assistant message (facts of the shared tokenizers); without a template, EOS.
+END_OF_TURN = {
+    "qwen2.5-instruct": "<|im_end|>",
+    "llama3.1-instruct": "<|eot_id|>",
+    "mistral-7b-v0.1": "</s>",
+    "phi3-mini": "<|end|>",  # its EOS is <|endoftext|>
+    "gpt2": "<|endoftext|>",
+    "llama2": "</s>",
+}
+
+
+@pytest.mark.parametrize("teacher_name", TOKENIZER_NAMES)
+def test_teacher_end_token_is_what_its_template_writes_after_an_assistant_message(tokenizers, teacher_name):
+    student, teacher = tokenizers["llama3.1-instruct" if teacher_name != "llama3.1-instruct" else "qwen2.5-instruct"], tokenizers[teacher_name]
+    ids = student("The answer is 42.", add_special_tokens=False)["input_ids"] + [student.eos_token_id]
+    view = check_alignment(student, teacher, ids)
+    expected = teacher.convert_tokens_to_ids(END_OF_TURN[teacher_name])
+    assert view.response_ids[-1] == expected
+    if teacher.chat_template:
+        # Read off the template independently: the rendered one-turn conversation holds the
+        # assistant content followed directly by that token.
+        rendered = teacher.apply_chat_template(
+            [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "The answer is 42."}], tokenize=False
+        )
+        assert "The answer is 42." + END_OF_TURN[teacher_name] in rendered
+
+
+def test_student_end_tokens_default_to_eos_and_end_of_turn(tokenizers):
+    phi3, qwen = tokenizers["phi3-mini"], tokenizers["qwen2.5-instruct"]
+    end, eos = phi3.convert_tokens_to_ids("<|end|>"), phi3.eos_token_id
+    assert student_end_ids(phi3) == {end, eos}
+    body = phi3("Hi there", add_special_tokens=False)["input_ids"]
+    for last in (end, eos):
+        view = check_alignment(phi3, qwen, body + [last])
+        assert view.ended_with_eos and view.response_ids[-1] == qwen.convert_tokens_to_ids("<|im_end|>")
+    # The override names a token string; a string outside the vocabulary names the key.
+    view = build_teacher_view(body + [end], "hi", phi3, qwen, teacher_end_token="<|endoftext|>")
+    assert view.response_ids[-1] == qwen.convert_tokens_to_ids("<|endoftext|>")
+    with pytest.raises(ValueError, match="gold.teacher_end_token.*not a token of the teacher"):
+        build_teacher_view(body + [end], "hi", phi3, qwen, teacher_end_token="<|no such token|>")
+
+
+# Item 5: decoders are modelled as the tokenizers library defines them. Llama 2's tokenizer with its
+# decoder swapped for Metaspace variants (Metaspace treats the first token differently).
+METASPACE = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True}
+DECODERS = {
+    "metaspace": METASPACE,
+    "metaspace_never": {**METASPACE, "prepend_scheme": "never"},
+    "metaspace_first": {**METASPACE, "prepend_scheme": "first"},
+    "metaspace_old_format": {"type": "Metaspace", "replacement": "\u2581", "add_prefix_space": True},
+    "metaspace_bytefallback_fuse": {"type": "Sequence", "decoders": [METASPACE, {"type": "ByteFallback"}, {"type": "Fuse"}]},
+    "metaspace_bytefallback_fuse_strip": {"type": "Sequence", "decoders": [
+        METASPACE, {"type": "ByteFallback"}, {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 2, "stop": 0}]},
+    "per_token_strip": {"type": "Sequence", "decoders": [{"type": "Strip", "content": "\u2581", "start": 1, "stop": 0}, {"type": "ByteFallback"}, {"type": "Fuse"}]},
+}
+
+
+def with_decoder(tokenizers, decoder):
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads(tokenizers["llama2"].backend_tokenizer.to_str())
+    spec["decoder"] = decoder
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(spec)), bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        name_or_path=f"llama2 with decoder {decoder.get('type')}",
+    )
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_decoders_are_modelled_as_the_tokenizers_library_defines_them(tokenizers, decoder):
+    tok = with_decoder(tokenizers, DECODERS[decoder])
+    table = token_bytes(tok)
+    ids_of = tok.convert_tokens_to_ids
+    cases = [[ids_of("\u2581\u2581"), ids_of("\u2581a")], [ids_of("<0x20>"), ids_of("\u2581a")], [1, ids_of("\u2581\u2581"), ids_of("\u2581a")]]
+    rng = random.Random(0)
+    pools = [range(3), range(3, 259), [ids_of("\u2581"), ids_of("\u2581\u2581"), ids_of("<0x20>")], range(len(tok))]
+    cases += [[rng.choice(rng.choice(pools)) for _ in range(rng.randrange(7))] for _ in range(1500)]
+    for ids in cases:
+        decoded = decode_with_spans(table, ids)
+        assert decoded.text == tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False), tok.convert_ids_to_tokens(ids)
+        assert decoded.ends[-1:].tolist() in ([], [len(decoded.text.encode("utf-8"))])
+    # And the alignment with a real teacher holds on a corpus text.
+    check_alignment(tok, tokenizers["qwen2.5-instruct"], tok(CORPUS["whitespace"] + CORPUS["cjk"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+
+
+@pytest.mark.parametrize("decoder,step", [
+    ({"type": "WordPiece", "prefix": "##", "cleanup": True}, "WordPiece"),
+    ({"type": "Sequence", "decoders": [{"type": "ByteFallback"}, METASPACE]}, "Metaspace"),
+    ({"type": "Sequence", "decoders": [{"type": "Fuse"}, {"type": "Replace", "pattern": {"String": "\u2581\u2581"}, "content": "x"}]}, "Replace"),
+    ({"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"Regex": "\u2581+"}, "content": " "}]}, "Regex"),
+])
+def test_a_decoder_gold_cannot_model_is_an_error_naming_it(tokenizers, decoder, step):
+    with pytest.raises(ValueError, match=f"cannot model.*{step}"):
+        token_bytes(with_decoder(tokenizers, decoder))
+
+
+# Item 6: texts the teacher cannot spell as written are flagged per response (logged as
+# gold/teacher_respelled_share) and their groups still cover the teacher tokens' own characters.
+RESPELLED = [
+    ("llama2", "a\u2581b and \u2581 more"),  # a literal U+2581 reads as a space to SentencePiece
+    ("mistral-7b-v0.1", "x\u2581\u2581y"),
+    ("phi3-mini", "one</s>two </s> three"),  # a non-special added token; each segment gets a prefix
+    ("qwen2.5-instruct", "\u212b and e\u0301"),  # NFC: the Angstrom sign is a singleton
+]
+
+
+@pytest.mark.parametrize("teacher_name,text", RESPELLED)
+def test_texts_the_teacher_respells_are_flagged_and_groups_stay_consistent(tokenizers, teacher_name, text):
+    student, teacher = tokenizers["llama3.1-instruct"], tokenizers[teacher_name]
+    ids = student(text, add_special_tokens=False)["input_ids"] + [student.eos_token_id]
+    view = check_alignment(student, teacher, ids)
+    assert view.respelled
+    plain = build_teacher_view(student("plain text", add_special_tokens=False)["input_ids"], "hi", student, teacher)
+    assert not plain.respelled
+    assert respelled_metric([view, plain, plain, plain]) == {"gold/teacher_respelled_share": 0.25}
+    # Each teacher token's own characters (its offsets in the text) lie inside its group.
+    backend = teacher.backend_tokenizer
+    backend.encode_special_tokens = True
+    try:
+        offsets = backend.encode(view.completion_text, add_special_tokens=False).offsets
+    finally:
+        backend.encode_special_tokens = False
+    student_spans = decode_with_spans(token_bytes(student), ids[:-1])
+    char_of_byte = np.cumsum([0] + [len(c.encode("utf-8")) for c in view.completion_text])
+    for j, (start, end) in enumerate(offsets):
+        members = np.flatnonzero(view.student_groups == view.teacher_groups[j])
+        lo = np.searchsorted(char_of_byte, student_spans.starts[members[0]])
+        hi = np.searchsorted(char_of_byte, student_spans.ends[members[-1]])
+        assert lo <= start and (end <= hi or start == end), (j, teacher.convert_ids_to_tokens(view.response_ids[j]))

@@ -37,6 +37,7 @@ def test_config_composes_with_gold_overrides():
         (["gold.student_temperature=0"], "gold.student_temperature"),
         (["gold.matched_weight=-1"], "gold.matched_weight"),
         (["gold.loss_reduction=sum"], "gold.loss_reduction"),
+        (["gold.teacher_end_token=''"], "gold.teacher_end_token"),
         (["trainer.ref.model.path=null"], "trainer.ref.model.path"),
         (["trainer.algorithm.use_kl_in_reward=false"], "trainer.algorithm.use_kl_in_reward"),
         (["trainer.algorithm.advantage_estimator=grpo"], "trainer.algorithm.advantage_estimator"),

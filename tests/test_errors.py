@@ -56,6 +56,27 @@ def test_chat_prompt_without_template_names_the_fix(tokenizers):
         render_prompt(gpt2, [{"role": "user", "content": "hi"}])
 
 
+SYSTEM_PROMPT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 6 x 7?"}]
+
+
+def test_template_refusing_a_system_message_names_teacher_roles_and_fix(tokenizers):
+    """Issue 10, item 7: Mistral's template raises for a system message."""
+    mistral, llama = tokenizers["mistral-7b-v0.1"], tokenizers["llama3.1-instruct"]
+    with pytest.raises(ValueError, match=r"mistral-7b-v0.1.*\['system', 'user'\].*gold.fold_system_message=true"):
+        render_prompt(mistral, SYSTEM_PROMPT)
+    response = llama("42", add_special_tokens=False)["input_ids"]
+    with pytest.raises(ValueError, match="gold.fold_system_message=true"):
+        build_teacher_views([response], [SYSTEM_PROMPT], llama, mistral)
+    # The setting folds the system message into the first user message.
+    folded = [{"role": "user", "content": "Be brief.\n\nWhat is 6 x 7?"}]
+    assert render_prompt(mistral, SYSTEM_PROMPT, fold_system_message=True) == render_prompt(mistral, folded)
+    (view,) = build_teacher_views([response], [SYSTEM_PROMPT], llama, mistral, fold_system_message=True)
+    assert view.prompt_ids == render_prompt(mistral, folded)
+    # Other role errors name the roles and ask for prompts the template accepts.
+    with pytest.raises(ValueError, match=r"\['user', 'user'\].*roles the teacher's template accepts"):
+        render_prompt(mistral, [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
+
+
 def test_mismatched_batch_sizes(tokenizers):
     s_tok, t_tok = tokenizers["llama3.1-instruct"], tokenizers["qwen2.5-instruct"]
     responses = [s_tok(CORPUS[k], add_special_tokens=False)["input_ids"] for k in ("prose", "code")]

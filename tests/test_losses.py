@@ -14,6 +14,7 @@ from gold_distillation.losses import (
     merge_groups,
     place_group_values,
     sorted_l1,
+    sorted_l1_from_top,
     span_rewards,
     uld_loss,
 )
@@ -210,6 +211,26 @@ def test_topk_at_full_vocabulary_is_exact_and_smaller_k_within_bound(merge):
     for k in (4, 32, 128):
         est, bound = uld_loss(s_lm, compress_teacher_groups(t_lm, torch.zeros(m), topk=k), student_topk=k)
         assert torch.all(est <= exact + 1e-6) and torch.all(exact <= est + bound + 1e-6)
+
+
+@pytest.mark.parametrize("student_k,teacher_k", [(None, 5), (5, None), (3, 17), (64, 2)])
+def test_sorted_l1_from_unequal_topk_widths_stays_within_its_bound(student_k, teacher_k):
+    """Issue 10, item 4: the two sides keep different k (or one keeps its whole vocabulary); the
+    estimate is still a lower bound of the exact sorted L1 and estimate + bound an upper one."""
+    m = 2000
+    p, q = random_logm(m, 50, 7, scale=2.0).exp(), random_logm(m, 60, 8, scale=2.0).exp()
+    exact = sorted_l1(p, q)
+
+    def top(x, k):
+        return torch.sort(x, -1, descending=True).values[:, :k]
+
+    est, bound = sorted_l1_from_top(top(p, student_k), p.sum(-1), top(q, teacher_k), q.sum(-1))
+    assert torch.all(est <= exact + 1e-5)
+    assert torch.all(exact <= est + bound + 1e-5)
+    # The loss path the same way: full student vocabulary against a teacher top-5.
+    if (student_k, teacher_k) == (None, 5):
+        est, bound = uld_loss(p.log(), compress_teacher_groups(q.log(), torch.zeros(m), topk=5), student_topk=None)
+        assert torch.all(est <= exact + 1e-5) and torch.all(exact <= est + bound + 1e-5)
 
 
 def test_jsd_endpoints_are_forward_and_reverse_kl():
