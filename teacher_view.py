@@ -52,7 +52,8 @@ def render_prompt(tokenizer, prompt: Prompt) -> list[int]:
             "list of chat messages; use an instruct teacher, set a template on the tokenizer, or pass "
             "the prompt as text."
         )
-    return list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True))
+    # return_dict=False: transformers 5 returns a BatchEncoding by default, 4.x a list of ids.
+    return list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False))
 
 
 def tokenize_completion(tokenizer, text: str) -> tuple[list[int], DecodedTokens]:

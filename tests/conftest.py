@@ -32,6 +32,17 @@ class TokenizerStore:
         return self._loaded[name]
 
 
+def decode_without_specials(tokenizer, ids) -> str:
+    """HF's decoded text of `ids` with the tokens the tokenizer declares special left out, which is
+    what GOLD's token bytes do (alignment.token_bytes). The special tokens are removed before
+    decoding rather than with skip_special_tokens=True: tokenizers 0.23 (with transformers 5) no
+    longer skips special tokens declared `normalized: true` (Llama 2's <s> and </s>), while 0.22
+    did; removing them by their declaration gives the same text under both."""
+    special = {i for i, token in tokenizer.added_tokens_decoder.items() if token.special}
+    kept = [i for i in ids if i not in special]
+    return tokenizer.decode(kept, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
 @pytest.fixture(scope="session")
 def tokenizers():
     return TokenizerStore(TOKENIZERS_DIR)

@@ -21,7 +21,7 @@ from gold_distillation.gold_forward import HybridTables, group_measures, student
 from gold_distillation.losses import compress_teacher_groups, generalized_jsd, hybrid_loss, span_rewards, uld_loss
 from gold_distillation.teacher_view import build_teacher_view, build_teacher_views, collate_views, tokenize_completion
 
-from .conftest import TOKENIZER_NAMES
+from .conftest import TOKENIZER_NAMES, decode_without_specials
 from .test_alignment import check_alignment
 
 PAIRS = list(itertools.permutations(TOKENIZER_NAMES, 2))
@@ -119,7 +119,7 @@ def test_random_text_aligns(tokenizers, student_name, teacher_name, text, eos):
     view = check_view(student_tok, teacher_tok, ids)
     # The teacher reads the student's own decoding of the response.
     body = ids[:-1] if eos else ids
-    assert view.completion_text == student_tok.decode(body, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    assert view.completion_text == decode_without_specials(student_tok, body)
 
 
 @pytest.mark.parametrize("student_name,teacher_name", PAIRS)
@@ -130,7 +130,7 @@ def test_random_token_ids_align(tokenizers, student_name, teacher_name, data):
     ids = student_ids(data.draw, student_tok)
     view = check_view(student_tok, teacher_tok, ids)
     body = ids[:-1] if view.ended_with_eos else ids
-    assert view.completion_text == student_tok.decode(body, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    assert view.completion_text == decode_without_specials(student_tok, body)
     # What the generated cases covered (shown by pytest --hypothesis-show-statistics).
     special = set(id_pools(student_tok)[0])
     event("invalid UTF-8 (U+FFFD in text)" if "\ufffd" in view.completion_text else "valid UTF-8")

@@ -8,7 +8,7 @@ import pytest
 from gold_distillation.alignment import align_spans, decode_with_spans, token_bytes, vocab_map
 from gold_distillation.teacher_view import build_teacher_view, tokenize_completion
 
-from .conftest import TOKENIZER_NAMES
+from .conftest import TOKENIZER_NAMES, decode_without_specials
 from .corpus import CORPUS
 
 PAIRS = list(itertools.permutations(TOKENIZER_NAMES, 2))
@@ -59,7 +59,7 @@ def test_decode_matches_hf_decode(tokenizers, name):
     for text in CORPUS.values():
         ids = tok(text, add_special_tokens=True)["input_ids"]
         decoded = decode_with_spans(token_bytes(tok), ids)
-        assert decoded.text == tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        assert decoded.text == decode_without_specials(tok, ids)
         assert decoded.ends[-1] == len(decoded.text.encode("utf-8"))
         assert np.array_equal(decoded.starts[1:], decoded.ends[:-1])
 
