@@ -2,21 +2,19 @@
 wrapper (no Ray, no GPU), put behind SkyRL's real WorkerDispatch through one-rank actor groups, so
 the trainer's dispatch calls, WorkerOutput concatenation and staging run as in a real run."""
 
+from . import needs_skyrl040  # noqa: F401  (first: skips this module without skyrl 0.4.0)
+
 from contextlib import contextmanager
 from types import SimpleNamespace
 from unittest.mock import patch
 
-import pytest
+import torch
 
-pytest.importorskip("skyrl.train", reason="skyrl 0.4.0 test: skyrl is not installed in this environment (skyrl-train 0.3.1 runs tests/test_trainer.py)")
-
-import torch  # noqa: E402
-
-from gold_distillation.adapters.skyrl040.config import config_from_cli  # noqa: E402
-from gold_distillation.adapters.skyrl040.workers import GOLDPolicyWorkerBase, GOLDRefWorkerBase  # noqa: E402
-from skyrl.backends.skyrl_train.distributed.dispatch import ActorInfo, MeshRank  # noqa: E402
-from skyrl.backends.skyrl_train.workers.model_wrapper import HFModelWrapper  # noqa: E402
-from skyrl.backends.skyrl_train.workers.worker_dispatch import WorkerDispatch  # noqa: E402
+from gold_distillation.adapters.skyrl040.config import config_from_cli
+from gold_distillation.adapters.skyrl040.workers import GOLDPolicyWorkerBase, GOLDRefWorkerBase
+from skyrl.backends.skyrl_train.distributed.dispatch import ActorInfo, MeshRank
+from skyrl.backends.skyrl_train.workers.model_wrapper import HFModelWrapper
+from skyrl.backends.skyrl_train.workers.worker_dispatch import WorkerDispatch
 
 WORKER_KWARGS = dict(world_size=1, rank=0, local_rank=0, master_addr="localhost", master_port=12345, sequence_parallel_size=1)
 ONE_RANK = MeshRank(dp=0, sp=0, tp=0, pp=0, world_size=1, dp_size=1, pp_size=1)

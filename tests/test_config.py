@@ -1,5 +1,7 @@
 """The hydra config: composition, overrides, start-up validation, launch scripts."""
 
+from . import needs_skyrl031  # noqa: F401  (first: skips this module without skyrl-train 0.3.1)
+
 import os
 import subprocess
 import sys

@@ -1,5 +1,7 @@
 """Reward mode's SkyRL functions: no_op advantages and the importance_sampling policy loss."""
 
+from . import needs_skyrl031  # noqa: F401  (first: skips this module without skyrl-train 0.3.1)
+
 from types import SimpleNamespace
 
 import torch

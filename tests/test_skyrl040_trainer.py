@@ -1,28 +1,27 @@
 """The skyrl 0.4.0 GOLD trainer driven through its steps on CPU, with tiny random Llama (student)
 and Qwen2 (teacher) models in plain workers behind SkyRL's own WorkerDispatch."""
 
+from . import needs_skyrl040  # noqa: F401  (first: skips this module without skyrl 0.4.0)
+
 import asyncio
 import math
 from unittest.mock import AsyncMock, MagicMock
 
 import numpy as np
 import pytest
+import torch
 
-pytest.importorskip("skyrl.train", reason="skyrl 0.4.0 test: skyrl is not installed in this environment (skyrl-train 0.3.1 runs tests/test_trainer.py)")
+from gold_distillation.adapters.skyrl040.trainer import GOLDDistillationTrainer
+from gold_distillation.gold_forward import PAYLOAD_KEYS, TEACHER_INPUT_KEYS
+from gold_distillation.gold_setup import load_tokenizer
+from gold_distillation.gold_steps import teacher_forward
+from gold_distillation.teacher_view import build_teacher_view
+from skyrl.backends.skyrl_train.workers.fsdp.fsdp_worker import FSDPRefWorkerBase
+from skyrl.train.trainer import RayPPOTrainer
 
-import torch  # noqa: E402
-
-from gold_distillation.adapters.skyrl040.trainer import GOLDDistillationTrainer  # noqa: E402
-from gold_distillation.gold_forward import PAYLOAD_KEYS, TEACHER_INPUT_KEYS  # noqa: E402
-from gold_distillation.gold_setup import load_tokenizer  # noqa: E402
-from gold_distillation.gold_steps import teacher_forward  # noqa: E402
-from gold_distillation.teacher_view import build_teacher_view  # noqa: E402
-from skyrl.backends.skyrl_train.workers.fsdp.fsdp_worker import FSDPRefWorkerBase  # noqa: E402
-from skyrl.train.trainer import RayPPOTrainer  # noqa: E402
-
-from .conftest import TOKENIZERS_DIR, tiny_model  # noqa: E402
-from .rollouts import PROMPTS, direct_token_logprobs, generator_output  # noqa: E402
-from .skyrl040_standins import dispatch_for, gold_cfg, policy_worker, ref_worker, without_ray, wrap  # noqa: E402
+from .conftest import TOKENIZERS_DIR, tiny_model
+from .rollouts import PROMPTS, direct_token_logprobs, generator_output
+from .skyrl040_standins import dispatch_for, gold_cfg, policy_worker, ref_worker, without_ray, wrap
 
 LLAMA, QWEN = str(TOKENIZERS_DIR / "llama3.1-instruct"), str(TOKENIZERS_DIR / "qwen2.5-instruct")
 UIDS = [str(i) for i in range(len(PROMPTS))]

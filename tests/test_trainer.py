@@ -1,6 +1,8 @@
 """GOLDDistillationTrainer driven through its GOLD steps on CPU (GOLD.md section 2), with tiny
 random Llama (student) and Qwen2 (teacher) models standing in for SkyRL's worker groups."""
 
+from . import needs_skyrl031  # noqa: F401  (first: skips this module without skyrl-train 0.3.1)
+
 import asyncio
 import math
 from unittest.mock import AsyncMock

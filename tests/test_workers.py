@@ -1,5 +1,7 @@
 """The GOLD ref worker's forward and the loss-mode GOLD policy worker's step, as plain objects."""
 
+from . import needs_skyrl031  # noqa: F401  (first: skips this module without skyrl-train 0.3.1)
+
 import numpy as np
 import pytest
 import torch

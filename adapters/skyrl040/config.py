@@ -116,7 +116,7 @@ def validate_run_config(cfg: GOLDRunConfig) -> None:
                   "set it to -1 for gold.mode=loss or gold.uld_reward_coef > 0: the GOLD policy worker batches by samples")
         if gold.mode == "loss" and gold.loss_reduction is None and algorithm.loss_reduction not in LOSS_REDUCTIONS:
             _fail("gold.loss_reduction",
-                  f"trainer.algorithm.loss_reduction={algorithm.loss_reduction} has no GOLD counterpart; set gold.loss_reduction to one of {LOSS_REDUCTIONS}")
+                  f"trainer.algorithm.loss_reduction={algorithm.loss_reduction} has no GOLD counterpart. Fix: set gold.loss_reduction to one of {LOSS_REDUCTIONS}")
 
 
 def resolved_yaml(cfg: GOLDRunConfig) -> str:
