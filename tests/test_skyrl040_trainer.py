@@ -129,3 +129,27 @@ def test_loss_mode_forward_backward_lowers_the_gold_loss(tokenizers, hybrid):
     assert not any(k.startswith("policy/gold/") for k in trainer.all_metrics)
     grads = [p.grad for p in trainer.dispatch._actor_groups["policy"].worker.model.parameters() if p.grad is not None]
     assert all(torch.all(torch.isfinite(g)) for g in grads)
+
+
+def test_uld_reward_term_subtracts_coef_times_exact_uld_per_group(tokenizers):
+    from gold_distillation.gold_forward import group_measures
+    from gold_distillation.losses import place_group_values, sorted_l1
+
+    s_tok, t_tok = tokenizers["llama3.1-instruct"], tokenizers["qwen2.5-instruct"]
+    student, teacher = tiny_model("llama", len(s_tok), seed=3), tiny_model("qwen2", len(t_tok), seed=4)
+    rewards = {}
+    for coef in (0.0, 0.5):
+        trainer = gold_trainer(gold_cfg(LLAMA, QWEN, f"gold.uld_reward_coef={coef}", "gold.teacher_topk=null"), student, teacher)
+        batch = gold_step(trainer, generator_output(s_tok))
+        rewards[coef] = batch["rewards"]
+    assert math.isfinite(trainer.all_metrics["gold/uld_distance"]) and trainer.all_metrics["gold/uld_distance"] > 0
+
+    g, r, r_t = batch.metadata["gold_num_groups"], batch.metadata["response_length"], batch["teacher_group_ids"].shape[1]
+    with torch.no_grad():
+        _, out = wrap(student)(batch["sequences"], r, batch["attention_mask"], return_output=True)
+        s = group_measures(out["logits"][:, -r - 1 : -1], batch["sequences"][:, -r:], batch["student_group_ids"], g)
+        _, out = wrap(teacher)(batch["teacher_sequences"], r_t, batch["teacher_attention_mask"], return_output=True)
+        t = group_measures(out["logits"][:, -r_t - 1 : -1], batch["teacher_sequences"][:, -r_t:], batch["teacher_group_ids"], g)
+    exact = sorted_l1(s.merged.exp(), t.merged.exp()).reshape(-1, g)
+    expected = place_group_values(-0.5 * exact, batch["student_group_ids"]) * batch["loss_mask"]
+    torch.testing.assert_close(rewards[0.5] - rewards[0.0], expected, atol=1e-4, rtol=1e-4)
