@@ -45,10 +45,17 @@ def stack_outputs(outputs: list[dict], keys=None) -> dict[str, torch.Tensor]:
     return {key: torch.stack([o[key] for o in outputs]) for key in keys}
 
 
+def micro_batches(data: TrainingInputBatch, size: int):
+    """The batch's micro-batches, each sliced when asked for: a worker moves each to the GPU in
+    place, so only the one in use holds device memory (a list from data.chunk would keep every
+    micro-batch's device copy until the loop ends)."""
+    return (data.slice(start, start + size) for start in range(0, data.batch_size, size))
+
+
 def _run_micro_batches(worker, data: TrainingInputBatch, size: int) -> WorkerOutput:
     # Micro-batches by sample count (the teacher's sequences are not the ones a token budget
     # would measure); every data-parallel rank holds the same number of samples.
-    outputs = [worker._forward_micro_batch(micro) for micro in data.chunk(size)]
+    outputs = [worker._forward_micro_batch(micro) for micro in micro_batches(data, size)]
     return WorkerOutput(loss_fn_outputs=per_sample_outputs(TrainingOutputBatch.cat(outputs)), metrics={})
 
 
@@ -112,25 +119,29 @@ class GOLDPolicyWorkerBase(FSDPPolicyWorkerBase):
             return super().forward_backward(data, loss_fn=loss_fn, loss_fn_config=loss_fn_config, return_per_token_outputs=return_per_token_outputs)
         self.model.train()
         metrics = defaultdict(list)
-        for micro_batch in data.chunk(self.cfg.micro_train_batch_size_per_gpu):
-            micro_batch.to(compute_device())
-            loss, gold_metrics = student_loss(
-                self.model, micro_batch, self.cfg.gold, self.cfg.algorithm.loss_reduction, self.cfg.algorithm.max_seq_len, self.hybrid
-            )
+        for micro_batch in micro_batches(data, self.cfg.micro_train_batch_size_per_gpu):
             # Each micro-batch's loss is a mean over its groups; weighted by its share of the
             # mini-batch they sum to the mini-batch mean, and data-parallel gradient averaging
             # makes that the mean over ranks (the weighting 0.4.0 gives its KL and entropy terms).
-            weighted = loss * (micro_batch.batch_size / data.batch_size)
-            self.strategy.backward(weighted, self.model, self.optimizer)
+            loss, gold_metrics = self._gold_step(micro_batch.to(compute_device()), micro_batch.batch_size / data.batch_size)
             # Divided by the ranks: the all-reduce below sums final_loss over them.
-            metrics["final_loss"].append(float(weighted.detach()) / self.mesh_rank.dp_size)
+            metrics["final_loss"].append(loss / self.mesh_rank.dp_size)
             for key, value in gold_metrics.items():
                 metrics[key].append(value)
+            del micro_batch  # its device copy goes before the next one is made
         metrics["policy_lr"].append(self.scheduler.get_last_lr()[0])
         # final_loss sums over micro-batches and ranks; gold/* are means (SkyRL's rule: `*_loss` sums).
         result = reduce_metrics(dict(metrics), sum_loss_metrics=True)
         result = all_reduce_metrics(result, self.strategy, group=self.device_mesh.get_group("dp"), sum_loss_metrics=True)
         return WorkerOutput(metrics=result)
+
+    def _gold_step(self, micro_batch: TrainingInputBatch, weight: float) -> tuple[float, dict]:
+        """Backward of weight x the GOLD loss of one micro-batch on the device; (weighted loss, metrics)."""
+        algorithm = self.cfg.algorithm
+        loss, metrics = student_loss(self.model, micro_batch, self.cfg.gold, algorithm.loss_reduction, algorithm.max_seq_len, self.hybrid)
+        weighted = loss * weight
+        self.strategy.backward(weighted, self.model, self.optimizer)
+        return float(weighted.detach()), metrics
 
 
 GOLDRefWorker = ray.remote(num_gpus=1)(GOLDRefWorkerBase)
