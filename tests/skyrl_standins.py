@@ -1,23 +1,20 @@
 """Stand-ins for SkyRL's Ray worker groups, built the way SkyRL's own CPU tests build theirs:
 workers are plain objects (no Ray, no GPU) around tiny HF models in SkyRL's model wrapper."""
 
-import os
-from pathlib import Path
+from . import needs_skyrl031  # noqa: F401  (first: skips its importers without skyrl-train 0.3.1)
+
 from unittest.mock import MagicMock, patch
 
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from gold_distillation.main_gold_distill import CONFIG_DIR, GOLDGymGenerator
-from gold_distillation.skyrl_compat import patch_skyrl_imports
-
-patch_skyrl_imports()
-
-from skyrl_train.distributed.dispatch import ActorInfo, MeshRank  # noqa: E402
-from skyrl_train.model_wrapper import HFModelWrapper  # noqa: E402
-from skyrl_train.training_batch import TrainingInputBatch, TrainingOutputBatch  # noqa: E402
-from skyrl_train.utils import validate_cfg  # noqa: E402
+from gold_distillation.adapters.skyrl031.main import CONFIG_DIR
+from gold_distillation.adapters.skyrl031.trainer import GOLDDistillationTrainer, GOLDGymGenerator
+from skyrl_train.distributed.dispatch import ActorInfo, MeshRank
+from skyrl_train.model_wrapper import HFModelWrapper
+from skyrl_train.training_batch import TrainingInputBatch, TrainingOutputBatch
+from skyrl_train.utils import validate_cfg
 
 WORKER_KWARGS = dict(world_size=1, rank=0, local_rank=0, master_addr="localhost", master_port=12345, sequence_parallel_size=1)
 
@@ -53,7 +50,6 @@ MODES = {"reward": [], "loss": ["gold.mode=loss"], "uld_reward": ["gold.uld_rewa
 def plain_trainer(cfg, generator=None):
     """The GOLD trainer as GOLDDistillationExp builds it, without worker groups."""
     from gold_distillation.gold_setup import load_tokenizer
-    from gold_distillation.main_gold_distill import GOLDDistillationTrainer
 
     return GOLDDistillationTrainer(
         cfg=cfg, tracker=None, tokenizer=load_tokenizer(cfg.trainer.policy.model.path), train_dataset=DummyDataset(),
@@ -71,31 +67,6 @@ def classes_handed_to_skyrl(trainer) -> dict:
     with patch.object(RayPPOTrainer, "build_models") as build:
         trainer.build_models(PolicyWorker, CriticWorker, RefWorker)
     return dict(zip(("policy", "critic", "ref"), build.call_args.args))
-
-
-def actor_class_location(actor_class) -> tuple[str, str]:
-    """(module, qualified name) of the class a Ray worker process imports to create the actor."""
-    cls = actor_class.__ray_metadata__.modified_class.__ray_actor_class__
-    return cls.__module__, cls.__qualname__
-
-
-def write_fake_flash_attn(folder) -> str:
-    """A tiny installed-looking `flash_attn` package in folder (returned, for PYTHONPATH), so that
-    fresh processes take the path of a GPU machine, where flash-attn is installed, and not the
-    CPU stand-in of skyrl_compat. Its functions are never called on CPU."""
-    package = Path(folder) / "flash_attn"
-    package.mkdir(parents=True, exist_ok=True)
-    (package / "__init__.py").write_text('__version__ = "2.7.4"\n')
-    (package / "bert_padding.py").write_text(
-        "def pad_input(*args, **kwargs):\n    raise NotImplementedError('fake flash_attn')\n\n\n"
-        "def unpad_input(*args, **kwargs):\n    raise NotImplementedError('fake flash_attn')\n"
-    )
-    return str(folder)
-
-
-def with_pythonpath(first: str) -> dict:
-    """os.environ with `first` in front of PYTHONPATH."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (first, os.environ.get("PYTHONPATH")) if p)}
 
 
 def wrap(model):
@@ -149,7 +120,7 @@ class DummyDataset:
 
 def plain_ref_worker(cfg, model):
     """The GOLD ref worker as a plain object around a tiny teacher."""
-    from gold_distillation.gold_ref_worker import GOLDRefWorkerBase
+    from gold_distillation.adapters.skyrl031.workers import GOLDRefWorkerBase
 
     worker = GOLDRefWorkerBase(cfg=cfg, **WORKER_KWARGS)
     worker.model = wrap(model)
@@ -184,6 +155,6 @@ def run_without_ray(fn, *args, **kwargs):
 
 __all__ = [
     "CPUStrategy", "DummyDataset", "MODES", "MagicMock", "StandInGroup", "StudentForward", "TrainingInputBatch",
-    "WORKER_KWARGS", "actor_class_location", "classes_handed_to_skyrl", "gold_cfg", "open_dict", "plain_ref_worker",
-    "plain_trainer", "run_without_ray", "stand_in_generator", "with_pythonpath", "wrap", "write_fake_flash_attn",
+    "WORKER_KWARGS", "classes_handed_to_skyrl", "gold_cfg", "open_dict", "plain_ref_worker",
+    "plain_trainer", "run_without_ray", "stand_in_generator", "wrap",
 ]
