@@ -1,0 +1,253 @@
+"""Multi-turn rollouts (multiturn_view.py): the teacher reads the conversation in its own template.
+
+Rollouts come from SkyRL's own gym generator (skyrl-train 0.3.1) around a deterministic
+environment of 2-3 turns (observations of varied length and roles, turns cut by the length limit)
+and a stand-in inference engine that answers with scripted student tokens; the conversation is
+recorded where the generator builds it (_update_chat_history)."""
+
+import asyncio
+import contextvars
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from gold_distillation.alignment import decode_with_spans, token_bytes
+from gold_distillation.gold_forward import response_logits, teacher_payload
+from gold_distillation.losses import span_logprobs, span_rewards
+from gold_distillation.multiturn_view import assistant_runs, build_multiturn_view
+from gold_distillation.teacher_view import collate_views, render_prompt
+
+from .conftest import TOKENIZERS_DIR, tiny_model
+
+skyrl_gym = pytest.importorskip("skyrl_gym", reason="the multi-turn rollouts come from SkyRL's gym generator")
+from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput  # noqa: E402
+from skyrl_gym.envs.registration import register, registry  # noqa: E402
+
+from .skyrl_standins import gold_cfg, open_dict  # noqa: E402
+
+LLAMA, QWEN = "llama3.1-instruct", "qwen2.5-instruct"
+MAX_TOKENS = 14  # generator.sampling_params.max_generate_length: longer answers are cut ("length")
+
+# Per task: the student's answer of each turn, and the environment's observations after each turn.
+# Observations start and end with a newline and turns before one end with a letter, so that no token
+# of the whole text crosses a turn's edge when they are written into one assistant message
+# (use_conversation_multi_turn=false): byte-level BPE joins punctuation to the newlines after it.
+SCRIPTS = {
+    "primes": {
+        "answers": [
+            'I will call the tool: search("primes") now',
+            "Next I check 13 with the calculator",
+            "A prime has exactly two divisors, one and itself, but the number one has only a single divisor.",
+        ],
+        "observations": [
+            [{"role": "tool", "content": "\n2, 3, 5, 7, 11, 13\n"}],
+            [{"role": "user", "content": "\nCorrect. Now explain why 1 is not prime, in detail, with every reason you know of.\n"}],
+            [{"role": "user", "content": "\nThanks.\n"}],
+        ],
+    },
+    "sum": {
+        "answers": [
+            "Let me add them one at a time, starting from the largest number in the list, which is nineteen.",
+            "Done: the sum is 41.",
+        ],
+        "observations": [[{"role": "user", "content": "\nGo on.\n"}], []],
+    },
+}
+PROMPTS = {
+    "primes": [{"role": "system", "content": "You solve tasks with tools."}, {"role": "user", "content": "Task primes: list primes."}],
+    "sum": [{"role": "user", "content": "Task sum: add 3, 19, 7, 12."}],
+}
+
+
+class ScriptedEnv(BaseTextEnv):
+    """Answers each turn with the task's next observations; done after the task's last turn."""
+
+    def __init__(self, env_config=None, extras=None):
+        super().__init__()
+        self.script = SCRIPTS[extras["task"]]
+        self.turn = 0
+
+    def init(self, prompt):
+        return prompt, {}
+
+    def step(self, action):
+        obs = self.script["observations"][self.turn]
+        self.turn += 1
+        return BaseTextEnvStepOutput(observations=copy.deepcopy(obs), reward=float(self.turn), done=self.turn == len(self.script["answers"]), metadata={})
+
+
+class ScriptedEngine:
+    """Stand-in inference engine client: the student's scripted answer for the task named in the
+    prompt and the turn reached (its tokens + EOS), cut to max_tokens tokens without EOS ("length")."""
+
+    def __init__(self, tokenizer, max_tokens):
+        self.tokenizer, self.max_tokens, self.calls = tokenizer, max_tokens, {}
+
+    async def generate(self, engine_input):
+        prompt = self.tokenizer.decode(engine_input["prompt_token_ids"][0])
+        task = next(t for t in SCRIPTS if f"Task {t}:" in prompt)
+        session = engine_input["session_ids"][0]
+        turn = self.calls[session] = self.calls.get(session, -1) + 1
+        text = SCRIPTS[task]["answers"][turn]
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+        stop = "stop"
+        if len(ids) > self.max_tokens:
+            ids, stop = ids[: self.max_tokens], "length"
+        text = self.tokenizer.decode(ids)  # what vLLM returns (keeps the EOS string here; SkyRL strips it)
+        return {"responses": [text], "response_ids": [ids], "stop_reasons": [stop], "response_logprobs": None}
+
+
+_RECORD = contextvars.ContextVar("recorded_conversation")
+
+
+def recording_generator_class():
+    from skyrl_train.generators.skyrl_gym_generator import SkyRLGymGenerator
+
+    class RecordingGenerator(SkyRLGymGenerator):
+        """SkyRL's generator, recording the messages it appends to each trajectory's chat history."""
+
+        def agent_loop(self, *args, **kwargs):
+            record = []
+            self.records.append(record)
+            return self._recorded(record, *args, **kwargs)
+
+        async def _recorded(self, record, *args, **kwargs):
+            _RECORD.set(record)
+            return await super().agent_loop(*args, **kwargs)
+
+        def _update_chat_history(self, chat_history, output, new_obs):
+            before = len(chat_history)
+            result = super()._update_chat_history(chat_history, output, new_obs)
+            _RECORD.get().extend(copy.deepcopy(result[before:]))
+            return result
+
+    return RecordingGenerator
+
+
+def rollouts(tok, multi_turn: bool):
+    """SkyRL generator output for both tasks, and each trajectory's recorded response messages."""
+    if "gold_test_scripted" not in registry:
+        register(id="gold_test_scripted", entry_point=ScriptedEnv)
+    path = str(TOKENIZERS_DIR / tok.name_or_path.rstrip("/").split("/")[-1])
+    cfg = gold_cfg(path, path, "generator.max_turns=3", f"generator.use_conversation_multi_turn={str(multi_turn).lower()}",
+                   f"generator.sampling_params.max_generate_length={MAX_TOKENS}", "trainer.max_prompt_length=4096")
+    with open_dict(cfg):
+        cfg.environment.skyrl_gym.max_env_workers = 0
+    generator = recording_generator_class()(
+        generator_cfg=cfg.generator, skyrl_gym_cfg=cfg.environment.skyrl_gym,
+        inference_engine_client=ScriptedEngine(tok, MAX_TOKENS), tokenizer=tok, model_name=path,
+    )
+    generator.records = []
+    tasks = list(SCRIPTS)
+    output = asyncio.run(generator.generate({
+        "prompts": [PROMPTS[t] for t in tasks], "env_classes": ["gold_test_scripted"] * len(tasks),
+        "env_extras": [{"task": t} for t in tasks], "sampling_params": None,
+    }, disable_tqdm=True))
+    return tasks, output, generator.records
+
+
+def teacher_conversation(task, recorded, multi_turn):
+    """What the teacher's template is applied to: the prompt and the recorded messages up to the
+    last assistant turn; with use_conversation_multi_turn=false, one assistant message holding the
+    turns and the observations' text, as the student wrote and read them."""
+    last = max(i for i, m in enumerate(recorded) if m["role"] == "assistant")
+    messages = recorded[: last + 1]
+    if not multi_turn:
+        messages = [{"role": "assistant", "content": "".join(m["content"] for m in messages)}]
+    return PROMPTS[task] + messages
+
+
+def token_logprobs(model, ids):
+    """log p(token_t | tokens before t) for t >= 1 of one unpadded sequence: [len(ids) - 1]."""
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+    return logp[:-1].gather(-1, torch.tensor(ids[1:])[:, None]).squeeze(-1)
+
+
+PAIRS = [(LLAMA, QWEN), (QWEN, LLAMA)]
+
+
+@pytest.mark.parametrize("multi_turn", [True, False], ids=["conversation", "one_message"])
+@pytest.mark.parametrize("student_name,teacher_name", PAIRS)
+def test_teacher_sequence_is_its_template_of_the_recorded_conversation(tokenizers, student_name, teacher_name, multi_turn):
+    s_tok, t_tok = tokenizers[student_name], tokenizers[teacher_name]
+    tasks, output, records = rollouts(s_tok, multi_turn)
+    assert output["stop_reasons"] == ["length", "stop"]  # primes: last turn cut; sum: first turn cut
+    for i, task in enumerate(tasks):
+        ids, mask = output["response_ids"][i], output["loss_masks"][i]
+        view = build_multiturn_view(ids, mask, PROMPTS[task], records[i], s_tok, t_tok, one_assistant_message=not multi_turn)
+        expected = t_tok.apply_chat_template(teacher_conversation(task, records[i], multi_turn), tokenize=True)
+        assert view.prompt_ids + view.response_ids == expected
+        assert view.prompt_ids == render_prompt(t_tok, PROMPTS[task])
+        assert view.num_turns == len(SCRIPTS[task]["answers"]) == len(assistant_runs(mask))
+
+        # Groups: only on assistant tokens (loss mask 1) and on the teacher's turn texts + end tokens.
+        s_groups, t_groups = view.student_groups, view.teacher_groups
+        assert np.all(s_groups[np.asarray(mask) == 0] == -1) and np.all(s_groups[np.asarray(mask) == 1] >= 0)
+        for side in (s_groups, t_groups):
+            grouped = side[side >= 0]
+            assert np.all(np.diff(grouped) >= 0) and np.array_equal(np.unique(grouped), np.arange(view.num_groups))
+        # Every group spells the same text on both sides (the end tokens' group aside).
+        s_table, t_table = token_bytes(s_tok), token_bytes(t_tok)
+        t_ids = np.asarray(view.response_ids)
+        ends = {s_tok.eos_token_id, t_tok.convert_tokens_to_ids("<|im_end|>"), t_tok.convert_tokens_to_ids("<|eot_id|>")}
+        for g in range(view.num_groups):
+            s_text = b"".join(s_table.pieces[t] for t in np.asarray(ids)[s_groups == g] if t not in ends)
+            t_text = b"".join(t_table.pieces[t] for t in t_ids[t_groups == g] if t not in ends)
+            assert s_text == t_text, (task, g)
+        # The teacher's grouped tokens are exactly the turns' texts and their end-of-turn tokens.
+        turns = [m["content"] for m in records[i] if m["role"] == "assistant"]
+        grouped_text = decode_with_spans(t_table, t_ids[t_groups >= 0].tolist()).text
+        end_text = t_tok.convert_ids_to_tokens(t_ids[t_groups >= 0][-1].item())
+        if multi_turn:
+            assert grouped_text == end_text.join(turns) + end_text
+        else:
+            assert grouped_text == "".join(turns) + end_text
+        # One end-of-turn group per turn the template closes; a turn cut by the length limit ends
+        # unfinished (the teacher's end token joins its last text group).
+        assert view.unfinished == (output["stop_reasons"][i] == "length")
+
+
+@pytest.mark.parametrize("student_name,teacher_name", PAIRS + [(QWEN, QWEN)])
+@pytest.mark.parametrize("multi_turn", [True, False], ids=["conversation", "one_message"])
+def test_turn_rewards_are_span_log_ratios_of_unpadded_forwards(tokenizers, student_name, teacher_name, multi_turn):
+    """Through the functions reward mode runs (collate, padded teacher forward, span rewards): each
+    assistant token carries its group's log-ratio from unpadded forwards of the two tiny models over
+    their own renderings; every loss-mask-0 token gets 0. With one tokenizer: stock on-policy
+    distillation, -(log p_student - log p_teacher) per assistant token."""
+    s_tok, t_tok = tokenizers[student_name], tokenizers[teacher_name]
+    family = {LLAMA: "llama", QWEN: "qwen2"}
+    student = tiny_model(family[student_name], len(s_tok), seed=11)
+    teacher = tiny_model(family[teacher_name], len(t_tok), seed=12)
+    tasks, output, records = rollouts(s_tok, multi_turn)
+    views = [
+        build_multiturn_view(output["response_ids"][i], output["loss_masks"][i], PROMPTS[task], records[i], s_tok, t_tok,
+                             one_assistant_message=not multi_turn, student_prompt_ids=output["prompt_token_ids"][i])
+        for i, task in enumerate(tasks)
+    ]
+    width = max(len(r) for r in output["response_ids"])
+    batch = collate_views(views, pad_token_id=0, student_response_length=width)
+    r_t = batch.teacher_group_ids.shape[1]
+    with torch.no_grad():
+        logits = response_logits(teacher, batch.sequences, batch.attention_mask, r_t)
+    payload = teacher_payload(logits, batch.sequences[:, -r_t:], batch.teacher_group_ids, batch.num_groups, with_distributions=False)
+
+    same = student_name == teacher_name
+    for i, view in enumerate(views):
+        prompt_ids, ids, mask = output["prompt_token_ids"][i], output["response_ids"][i], torch.tensor(output["loss_masks"][i])
+        s_lp = token_logprobs(student, prompt_ids + ids)[len(prompt_ids) - 1 :]
+        t_lp = token_logprobs(teacher, view.prompt_ids + view.response_ids)[len(view.prompt_ids) - 1 :]
+        groups = batch.student_group_ids[i : i + 1, : len(ids)]
+        rewards = span_rewards(span_logprobs(s_lp[None], groups, batch.num_groups), payload["teacher_span_logprobs"][i : i + 1], groups)[0]
+        rewards = rewards * mask
+        expected = torch.zeros(len(ids))
+        for g in range(view.num_groups):
+            members = torch.from_numpy(view.student_groups == g)
+            expected[members] = t_lp[torch.from_numpy(view.teacher_groups == g)].sum() - s_lp[members].sum()
+        torch.testing.assert_close(rewards, expected, atol=2e-4, rtol=1e-4)
+        assert torch.all(rewards[mask == 0] == 0) and torch.all(expected[mask == 1] != 0)
+        if same:
+            assert view.prompt_ids + view.response_ids == list(prompt_ids) + list(ids)
+            torch.testing.assert_close(rewards, -(s_lp - t_lp) * mask, atol=2e-4, rtol=1e-4)
