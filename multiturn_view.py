@@ -11,7 +11,7 @@ teacher forward scores every turn in its context; observation and template token
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -110,8 +110,14 @@ def build_multiturn_view(
     runs = assistant_runs(loss_mask)
     messages = _trim_trailing_observations(response_messages)
     num_turns = sum(m.get("role") == "assistant" for m in messages)
-    if same_vocabulary(token_bytes(student_tokenizer), token_bytes(teacher_tokenizer)):
-        return truncate_view(_same_vocabulary_view(ids, runs, student_prompt_ids, num_turns), max_teacher_length)
+    s_table = token_bytes(student_tokenizer)
+    eos_ids = student_eos_ids or student_end_ids(student_tokenizer)
+    if same_vocabulary(s_table, token_bytes(teacher_tokenizer)):
+        view = _same_vocabulary_view(ids, runs, student_prompt_ids, num_turns)
+        if len(runs):
+            last = _turn_texts(s_table, [ids[runs[-1][0] : runs[-1][1]]], eos_ids, [True])[0]
+            view = replace(view, completion_text=last.text, ended_with_eos=last.ended)
+        return truncate_view(view, max_teacher_length)
     if len(runs) and len(runs) != num_turns:
         raise ValueError(
             f"the response has {len(runs)} runs of loss-mask-1 tokens but the recorded conversation has "
@@ -120,8 +126,6 @@ def build_multiturn_view(
             "assistant turn's tokens in the loss mask"
         )
 
-    s_table = token_bytes(student_tokenizer)
-    eos_ids = student_eos_ids or student_end_ids(student_tokenizer)
     turn_ids = [ids[a:b] for a, b in runs]
     turn_texts = _turn_texts(s_table, turn_ids, eos_ids, _last_in_message(messages, one_assistant_message, len(runs)))
     conversation, parts, holders = _teacher_conversation(
@@ -312,7 +316,7 @@ def _end_position(table, tokens: list[int], end_id: int, tokenizer, override: st
 
 def _same_vocabulary_view(ids: list[int], runs: np.ndarray, student_prompt_ids, num_turns: int) -> TeacherView:
     """One vocabulary: the teacher reads the student's own prompt and response tokens, one group per
-    loss-mask-1 token."""
+    loss-mask-1 token (completion_text and ended_with_eos are the caller's to set)."""
     if student_prompt_ids is None:
         raise ValueError(
             "student and teacher share one vocabulary, so the teacher reads the student's own tokens; pass "

@@ -54,8 +54,13 @@ SCRIPTS = {
         ],
         "observations": [[{"role": "user", "content": "\nGo on.\n"}], []],
     },
+    # A special-token string of the teacher written as text by the student (test_special_token...).
+    "imstart": {"answers": ["Write <|im_start|> here", "Ok"], "observations": [[{"role": "user", "content": "\nWhy?\n"}], []]},
+    "header": {"answers": ["Write <|start_header_id|> here", "Ok"], "observations": [[{"role": "user", "content": "\nWhy?\n"}], []]},
 }
 PROMPTS = {
+    "imstart": [{"role": "user", "content": "Task imstart: spell a marker."}],
+    "header": [{"role": "user", "content": "Task header: spell a marker."}],
     "primes": [{"role": "system", "content": "You solve tasks with tools."}, {"role": "user", "content": "Task primes: list primes."}],
     "sum": [{"role": "user", "content": "Task sum: add 3, 19, 7, 12."}],
 }
@@ -126,8 +131,8 @@ def recording_generator_class():
     return RecordingGenerator
 
 
-def rollouts(tok, multi_turn: bool):
-    """SkyRL generator output for both tasks, and each trajectory's recorded response messages."""
+def rollouts(tok, multi_turn: bool, tasks=("primes", "sum")):
+    """SkyRL generator output for the tasks, and each trajectory's recorded response messages."""
     if "gold_test_scripted" not in registry:
         register(id="gold_test_scripted", entry_point=ScriptedEnv)
     path = str(TOKENIZERS_DIR / tok.name_or_path.rstrip("/").split("/")[-1])
@@ -140,7 +145,7 @@ def rollouts(tok, multi_turn: bool):
         inference_engine_client=ScriptedEngine(tok, MAX_TOKENS), tokenizer=tok, model_name=path,
     )
     generator.records = []
-    tasks = list(SCRIPTS)
+    tasks = list(tasks)
     output = asyncio.run(generator.generate({
         "prompts": [PROMPTS[t] for t in tasks], "env_classes": ["gold_test_scripted"] * len(tasks),
         "env_extras": [{"task": t} for t in tasks], "sampling_params": None,
@@ -251,3 +256,105 @@ def test_turn_rewards_are_span_log_ratios_of_unpadded_forwards(tokenizers, stude
         if same:
             assert view.prompt_ids + view.response_ids == list(prompt_ids) + list(ids)
             torch.testing.assert_close(rewards, -(s_lp - t_lp) * mask, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("student_name,teacher_name,task,special", [(LLAMA, QWEN, "imstart", "<|im_start|>"), (QWEN, LLAMA, "header", "<|start_header_id|>")])
+def test_special_token_text_in_a_turn_is_literal_only_there(tokenizers, student_name, teacher_name, task, special):
+    """The special-token rule applies inside assistant turns only: a teacher special-token string
+    the student wrote is text the teacher reads; the template's own special tokens stay special."""
+    s_tok, t_tok = tokenizers[student_name], tokenizers[teacher_name]
+    _, output, records = rollouts(s_tok, True, tasks=[task])
+    view = build_multiturn_view(output["response_ids"][0], output["loss_masks"][0], PROMPTS[task], records[0], s_tok, t_tok)
+    conversation = teacher_conversation(task, records[0], True)
+    teacher = view.prompt_ids + view.response_ids
+    template = t_tok.apply_chat_template(conversation, tokenize=True)
+    assert decode_with_spans(token_bytes(t_tok), teacher).text == t_tok.apply_chat_template(conversation, tokenize=False)
+    special_id = t_tok.convert_tokens_to_ids(special)
+    assert teacher.count(special_id) == template.count(special_id) - 1
+    assert special_id not in np.asarray(view.response_ids)[view.teacher_groups >= 0]
+
+
+def test_truncated_multiturn_view_keeps_whole_groups(tokenizers):
+    s_tok, t_tok = tokenizers[LLAMA], tokenizers[QWEN]
+    _, output, records = rollouts(s_tok, True, tasks=["primes"])
+    args = (output["response_ids"][0], output["loss_masks"][0], PROMPTS["primes"], records[0], s_tok, t_tok)
+    full = build_multiturn_view(*args)
+    prompt = len(full.prompt_ids)
+    for limit in range(prompt + 1, prompt + len(full.response_ids), 7):
+        view = build_multiturn_view(*args, max_teacher_length=limit)
+        assert view.truncated and view.response_ids == full.response_ids[: limit - prompt]
+        g = view.num_groups
+        # Kept: the full view's first g groups, each with all its tokens on both sides.
+        assert np.array_equal(view.student_groups, np.where(full.student_groups < g, full.student_groups, -1))
+        assert np.array_equal(view.teacher_groups, np.where(full.teacher_groups[: limit - prompt] < g, full.teacher_groups[: limit - prompt], -1))
+        assert np.sum(full.teacher_groups < g) - np.sum(full.teacher_groups < 0) == np.sum(view.teacher_groups >= 0)
+
+
+def test_a_response_without_assistant_tokens_has_no_groups(tokenizers):
+    """SkyRL's overlong filtering zeroes a whole loss mask: no signal, and no error."""
+    s_tok, t_tok = tokenizers[LLAMA], tokenizers[QWEN]
+    tasks, output, records = rollouts(s_tok, True)
+    ids = output["response_ids"][0]
+    view = build_multiturn_view(ids, [0] * len(ids), PROMPTS[tasks[0]], records[0], s_tok, t_tok)
+    assert view.num_groups == 0 and np.all(view.student_groups == -1) and np.all(view.teacher_groups == -1)
+    assert view.prompt_ids + view.response_ids == t_tok.apply_chat_template(teacher_conversation(tasks[0], records[0], True), tokenize=True)
+
+
+def with_template(tokenizer, template):
+    """A copy of the tokenizer with another chat template (the session's tokenizer stays as it is)."""
+    from transformers import AutoTokenizer
+
+    copy_ = AutoTokenizer.from_pretrained(tokenizer.name_or_path)
+    copy_.chat_template = template
+    return copy_
+
+
+CHATML = (
+    "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize("template,error", [
+    # Qwen3-style: the generation prompt opens an empty reasoning block that history never shows.
+    (CHATML.replace("'<|im_start|>assistant\\n'", "'<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n'"), "not prefix-stable at assistant message 0"),
+    # History without the earlier assistant turns.
+    (CHATML.replace("{% for m in messages %}", "{% for m in messages %}{% if m.role != 'assistant' or loop.last %}").replace("{% endfor %}", "{% endif %}{% endfor %}"),
+     "does not write assistant message 0's content exactly once"),
+    # No end-of-turn token after an assistant message.
+    (CHATML.replace("+ '<|im_end|>\\n'", "+ '\\n\\n'"), "does not write the end-of-turn token"),
+])
+def test_teacher_templates_gold_cannot_read_a_conversation_with_are_errors(tokenizers, template, error):
+    s_tok = tokenizers[LLAMA]
+    t_tok = with_template(tokenizers[QWEN], template)
+    tasks, output, records = rollouts(s_tok, True)
+    with pytest.raises(ValueError, match=error):
+        build_multiturn_view(output["response_ids"][0], output["loss_masks"][0], PROMPTS[tasks[0]], records[0], s_tok, t_tok,
+                             teacher_end_token="<|im_end|>")
+
+
+def test_turns_that_do_not_match_the_recorded_conversation_are_an_error(tokenizers):
+    s_tok, t_tok = tokenizers[LLAMA], tokenizers[QWEN]
+    tasks, output, records = rollouts(s_tok, True)
+    with pytest.raises(ValueError, match="3 runs of loss-mask-1 tokens but the recorded conversation has 2 assistant messages"):
+        build_multiturn_view(output["response_ids"][0], output["loss_masks"][0], PROMPTS[tasks[0]], records[0][:3], s_tok, t_tok)
+    with pytest.raises(ValueError, match="gold.teacher_end_token"):
+        build_multiturn_view(output["response_ids"][0], output["loss_masks"][0], PROMPTS[tasks[0]], records[0], s_tok, t_tok,
+                             teacher_end_token="<|endoftext|>")
+
+
+def test_turn_metrics(tokenizers):
+    from gold_distillation.gold_metrics import turn_metrics
+
+    s_tok = tokenizers[QWEN]
+    tasks, output, records = rollouts(s_tok, True)
+    views = [build_multiturn_view(output["response_ids"][i], output["loss_masks"][i], PROMPTS[t], records[i], s_tok, tokenizers[LLAMA])
+             for i, t in enumerate(tasks)]
+    masks = [torch.tensor(m) for m in output["loss_masks"]]
+    width = max(len(m) for m in masks)
+    loss_mask = torch.stack([torch.nn.functional.pad(m, (0, width - len(m))) for m in masks])
+    response_mask = torch.stack([torch.nn.functional.pad(torch.ones(len(m)), (0, width - len(m))) for m in masks])
+    metrics = turn_metrics([v.num_turns for v in views], loss_mask, response_mask)
+    assert metrics["gold/turns_per_rollout"] == 2.5  # 3 turns and 2 turns
+    assert metrics["gold/assistant_token_share"] == pytest.approx(sum(map(sum, output["loss_masks"])) / sum(map(len, output["loss_masks"])))
+    assert 0 < metrics["gold/assistant_token_share"] < 1
