@@ -127,7 +127,7 @@ def build_multiturn_view(
         )
 
     turn_ids = [ids[a:b] for a, b in runs]
-    turn_texts = _turn_texts(s_table, turn_ids, eos_ids, _last_in_message(messages, one_assistant_message, len(runs)))
+    turn_texts = _turn_texts(s_table, turn_ids, eos_ids, _ends_message(one_assistant_message, len(runs)))
     conversation, parts, holders = _teacher_conversation(
         list(prompt), messages, [t.text for t in turn_texts], one_assistant_message, fold_system_message
     )
@@ -192,12 +192,10 @@ def _trim_trailing_observations(messages: list[dict]) -> list[dict]:
     return list(messages[: last + 1])
 
 
-def _last_in_message(messages: list[dict], one_assistant_message: bool, n_turns: int) -> list[bool]:
+def _ends_message(one_assistant_message: bool, n_turns: int) -> list[bool]:
     """Per student turn: whether the template writes the end of the assistant message after it
     (every turn in its own message; only the last turn of one shared message)."""
-    if one_assistant_message:
-        return [k == n_turns - 1 for k in range(n_turns)]
-    return [True] * n_turns
+    return [not one_assistant_message or k == n_turns - 1 for k in range(n_turns)]
 
 
 @dataclass(frozen=True)
