@@ -20,6 +20,7 @@ from .teacher_view import (
     TeacherView,
     _apply_template,
     _with_eos_group,
+    build_teacher_views,
     fold_system,
     student_end_ids,
     teacher_end_id,
@@ -335,3 +336,44 @@ def _same_vocabulary_view(ids: list[int], runs: np.ndarray, student_prompt_ids, 
         ended_with_eos=False,
         num_turns=num_turns,
     )
+
+
+def build_rollout_views(
+    responses: list[list[int]],
+    loss_masks: list[list[int]],
+    prompts: list,
+    conversations: list[list[dict]] | None,
+    student_tokenizer,
+    teacher_tokenizer,
+    one_assistant_message: bool = False,
+    student_prompt_ids: list[list[int]] | None = None,
+    fold_system_message: bool = False,
+    **kwargs,
+) -> list[TeacherView]:
+    """Teacher views of a batch of SkyRL rollouts: build_multiturn_view for a rollout whose recorded
+    conversation (conversations[i], the messages the generator appended after env.init's) holds an
+    assistant turn, build_teacher_views for the others (no recorded conversation: batched
+    generation). kwargs: the keyword arguments both builders share (student_eos_ids,
+    max_teacher_length, teacher_end_token)."""
+    n = len(responses)
+    if len(prompts) != n or len(loss_masks) != n or (conversations is not None and len(conversations) != n):
+        raise ValueError(
+            f"got {n} responses, {len(loss_masks)} loss masks, {len(prompts)} prompts and "
+            f"{None if conversations is None else len(conversations)} conversations; they must pair up"
+        )
+    multi = [conversations is not None and any(m.get("role") == "assistant" for m in conversations[i]) for i in range(n)]
+    single = [i for i in range(n) if not multi[i]]
+    views: list[TeacherView | None] = [None] * n
+    singles = build_teacher_views(
+        [responses[i] for i in single], [prompts[i] for i in single], student_tokenizer, teacher_tokenizer,
+        fold_system_message=fold_system_message, **kwargs,
+    )
+    for i, view in zip(single, singles):
+        views[i] = view
+    for i in (i for i in range(n) if multi[i]):
+        views[i] = build_multiturn_view(
+            responses[i], loss_masks[i], prompts[i], conversations[i], student_tokenizer, teacher_tokenizer,
+            one_assistant_message=one_assistant_message, fold_system_message=fold_system_message,
+            student_prompt_ids=student_prompt_ids[i] if student_prompt_ids is not None else None, **kwargs,
+        )
+    return views

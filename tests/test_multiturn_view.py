@@ -358,3 +358,27 @@ def test_turn_metrics(tokenizers):
     assert metrics["gold/turns_per_rollout"] == 2.5  # 3 turns and 2 turns
     assert metrics["gold/assistant_token_share"] == pytest.approx(sum(map(sum, output["loss_masks"])) / sum(map(len, output["loss_masks"])))
     assert 0 < metrics["gold/assistant_token_share"] < 1
+
+
+def test_rollout_views_pick_the_builder_by_the_recorded_conversation(tokenizers):
+    """A batch mixing multi-turn rollouts with a rollout recorded without a conversation (SkyRL's
+    batched, single-turn generation): each gets the view its own builder gives."""
+    from gold_distillation.multiturn_view import build_rollout_views
+    from gold_distillation.teacher_view import build_teacher_view
+
+    s_tok, t_tok = tokenizers[QWEN], tokenizers[LLAMA]
+    tasks, output, records = rollouts(s_tok, True)
+    single = s_tok("Plain answer.", add_special_tokens=False)["input_ids"] + [s_tok.eos_token_id]
+    responses = output["response_ids"] + [single]
+    masks = output["loss_masks"] + [[1] * len(single)]
+    prompts = [PROMPTS[t] for t in tasks] + [PROMPTS["sum"]]
+    views = build_rollout_views(responses, masks, prompts, records + [[]], s_tok, t_tok, max_teacher_length=4096)
+    for i in range(len(tasks)):
+        expected = build_multiturn_view(responses[i], masks[i], prompts[i], records[i], s_tok, t_tok)
+        assert views[i].response_ids == expected.response_ids and np.array_equal(views[i].student_groups, expected.student_groups)
+        assert views[i].num_turns > 1
+    expected = build_teacher_view(single, prompts[-1], s_tok, t_tok)
+    assert views[-1].prompt_ids + views[-1].response_ids == expected.prompt_ids + expected.response_ids
+    assert views[-1].num_turns == 1
+    with pytest.raises(ValueError, match="must pair up"):
+        build_rollout_views(responses, masks[:-1], prompts, records + [[]], s_tok, t_tok)
