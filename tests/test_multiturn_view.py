@@ -21,88 +21,11 @@ from gold_distillation.teacher_view import collate_views, render_prompt
 
 from .conftest import TOKENIZERS_DIR, tiny_model
 
-skyrl_gym = pytest.importorskip("skyrl_gym", reason="the multi-turn rollouts come from SkyRL's gym generator")
-from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput  # noqa: E402
-from skyrl_gym.envs.registration import register, registry  # noqa: E402
-
+pytest.importorskip("skyrl_gym", reason="the multi-turn rollouts come from SkyRL's gym generator")
+from .multiturn_rollouts import (  # noqa: E402
+    LLAMA, MAX_TOKENS, PROMPTS, QWEN, SCRIPTS, ScriptedEngine, generator_input, register_env, teacher_conversation, token_logprobs,
+)
 from .skyrl_standins import gold_cfg, open_dict  # noqa: E402
-
-LLAMA, QWEN = "llama3.1-instruct", "qwen2.5-instruct"
-MAX_TOKENS = 14  # generator.sampling_params.max_generate_length: longer answers are cut ("length")
-
-# Per task: the student's answer of each turn, and the environment's observations after each turn.
-# Observations start and end with a newline and turns before one end with a letter, so that no token
-# of the whole text crosses a turn's edge when they are written into one assistant message
-# (use_conversation_multi_turn=false): byte-level BPE joins punctuation to the newlines after it.
-SCRIPTS = {
-    "primes": {
-        "answers": [
-            'I will call the tool: search("primes") now',
-            "Next I check 13 with the calculator",
-            "A prime has exactly two divisors, one and itself, but the number one has only a single divisor.",
-        ],
-        "observations": [
-            [{"role": "tool", "content": "\n2, 3, 5, 7, 11, 13\n"}],
-            [{"role": "user", "content": "\nCorrect. Now explain why 1 is not prime, in detail, with every reason you know of.\n"}],
-            [{"role": "user", "content": "\nThanks.\n"}],
-        ],
-    },
-    "sum": {
-        "answers": [
-            "Let me add them one at a time, starting from the largest number in the list, which is nineteen.",
-            "Done: the sum is 41.",
-        ],
-        "observations": [[{"role": "user", "content": "\nGo on.\n"}], []],
-    },
-    # A special-token string of the teacher written as text by the student (test_special_token...).
-    "imstart": {"answers": ["Write <|im_start|> here", "Ok"], "observations": [[{"role": "user", "content": "\nWhy?\n"}], []]},
-    "header": {"answers": ["Write <|start_header_id|> here", "Ok"], "observations": [[{"role": "user", "content": "\nWhy?\n"}], []]},
-}
-PROMPTS = {
-    "imstart": [{"role": "user", "content": "Task imstart: spell a marker."}],
-    "header": [{"role": "user", "content": "Task header: spell a marker."}],
-    "primes": [{"role": "system", "content": "You solve tasks with tools."}, {"role": "user", "content": "Task primes: list primes."}],
-    "sum": [{"role": "user", "content": "Task sum: add 3, 19, 7, 12."}],
-}
-
-
-class ScriptedEnv(BaseTextEnv):
-    """Answers each turn with the task's next observations; done after the task's last turn."""
-
-    def __init__(self, env_config=None, extras=None):
-        super().__init__()
-        self.script = SCRIPTS[extras["task"]]
-        self.turn = 0
-
-    def init(self, prompt):
-        return prompt, {}
-
-    def step(self, action):
-        obs = self.script["observations"][self.turn]
-        self.turn += 1
-        return BaseTextEnvStepOutput(observations=copy.deepcopy(obs), reward=float(self.turn), done=self.turn == len(self.script["answers"]), metadata={})
-
-
-class ScriptedEngine:
-    """Stand-in inference engine client: the student's scripted answer for the task named in the
-    prompt and the turn reached (its tokens + EOS), cut to max_tokens tokens without EOS ("length")."""
-
-    def __init__(self, tokenizer, max_tokens):
-        self.tokenizer, self.max_tokens, self.calls = tokenizer, max_tokens, {}
-
-    async def generate(self, engine_input):
-        prompt = self.tokenizer.decode(engine_input["prompt_token_ids"][0])
-        task = next(t for t in SCRIPTS if f"Task {t}:" in prompt)
-        session = engine_input["session_ids"][0]
-        turn = self.calls[session] = self.calls.get(session, -1) + 1
-        text = SCRIPTS[task]["answers"][turn]
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
-        stop = "stop"
-        if len(ids) > self.max_tokens:
-            ids, stop = ids[: self.max_tokens], "length"
-        text = self.tokenizer.decode(ids)  # what vLLM returns (keeps the EOS string here; SkyRL strips it)
-        return {"responses": [text], "response_ids": [ids], "stop_reasons": [stop], "response_logprobs": None}
-
 
 _RECORD = contextvars.ContextVar("recorded_conversation")
 
@@ -133,8 +56,7 @@ def recording_generator_class():
 
 def rollouts(tok, multi_turn: bool, tasks=("primes", "sum")):
     """SkyRL generator output for the tasks, and each trajectory's recorded response messages."""
-    if "gold_test_scripted" not in registry:
-        register(id="gold_test_scripted", entry_point=ScriptedEnv)
+    register_env()
     path = str(TOKENIZERS_DIR / tok.name_or_path.rstrip("/").split("/")[-1])
     cfg = gold_cfg(path, path, "generator.max_turns=3", f"generator.use_conversation_multi_turn={str(multi_turn).lower()}",
                    f"generator.sampling_params.max_generate_length={MAX_TOKENS}", "trainer.max_prompt_length=4096")
@@ -146,29 +68,8 @@ def rollouts(tok, multi_turn: bool, tasks=("primes", "sum")):
     )
     generator.records = []
     tasks = list(tasks)
-    output = asyncio.run(generator.generate({
-        "prompts": [PROMPTS[t] for t in tasks], "env_classes": ["gold_test_scripted"] * len(tasks),
-        "env_extras": [{"task": t} for t in tasks], "sampling_params": None,
-    }, disable_tqdm=True))
+    output = asyncio.run(generator.generate(generator_input(tasks), disable_tqdm=True))
     return tasks, output, generator.records
-
-
-def teacher_conversation(task, recorded, multi_turn):
-    """What the teacher's template is applied to: the prompt and the recorded messages up to the
-    last assistant turn; with use_conversation_multi_turn=false, one assistant message holding the
-    turns and the observations' text, as the student wrote and read them."""
-    last = max(i for i, m in enumerate(recorded) if m["role"] == "assistant")
-    messages = recorded[: last + 1]
-    if not multi_turn:
-        messages = [{"role": "assistant", "content": "".join(m["content"] for m in messages)}]
-    return PROMPTS[task] + messages
-
-
-def token_logprobs(model, ids):
-    """log p(token_t | tokens before t) for t >= 1 of one unpadded sequence: [len(ids) - 1]."""
-    with torch.no_grad():
-        logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
-    return logp[:-1].gather(-1, torch.tensor(ids[1:])[:, None]).squeeze(-1)
 
 
 PAIRS = [(LLAMA, QWEN), (QWEN, LLAMA)]
