@@ -36,11 +36,15 @@ SCRIPTS = {
         ],
         "observations": [[{"role": "user", "content": "\nGo on.\n"}], []],
     },
+    # A turn ending in punctuation before an observation starting with a newline (one message:
+    # tokenizing the whole text at once would join them, test_pieces_are_tokenized_apart...).
+    "merge": {"answers": ["Check this.", "Fine"], "observations": [[{"role": "user", "content": "\nOk\n"}], []]},
     # A special-token string of the teacher written as text by the student (test_special_token...).
     "imstart": {"answers": ["Write <|im_start|> here", "Ok"], "observations": [[{"role": "user", "content": "\nWhy?\n"}], []]},
     "header": {"answers": ["Write <|start_header_id|> here", "Ok"], "observations": [[{"role": "user", "content": "\nWhy?\n"}], []]},
 }
 PROMPTS = {
+    "merge": [{"role": "user", "content": "Task merge: check."}],
     "imstart": [{"role": "user", "content": "Task imstart: spell a marker."}],
     "header": [{"role": "user", "content": "Task header: spell a marker."}],
     "primes": [{"role": "system", "content": "You solve tasks with tools."}, {"role": "user", "content": "Task primes: list primes."}],

@@ -283,3 +283,22 @@ def test_rollout_views_pick_the_builder_by_the_recorded_conversation(tokenizers)
     assert views[-1].num_turns == 1
     with pytest.raises(ValueError, match="must pair up"):
         build_rollout_views(responses, masks[:-1], prompts, records + [[]], s_tok, t_tok)
+
+
+@pytest.mark.parametrize("student_name,teacher_name", PAIRS)
+def test_pieces_are_tokenized_apart_as_the_student_wrote_them(tokenizers, student_name, teacher_name):
+    """One assistant message (use_conversation_multi_turn=false) whose turn ends in "." right before
+    an observation starting with a newline: tokenizing the whole text at once joins ".\\n" into one
+    token; the teacher, like the student, reads the turn and the observation as separate pieces. The
+    text is the template's all the same."""
+    s_tok, t_tok = tokenizers[student_name], tokenizers[teacher_name]
+    _, output, records = rollouts(s_tok, False, tasks=["merge"])
+    view = build_multiturn_view(output["response_ids"][0], output["loss_masks"][0], PROMPTS["merge"], records[0], s_tok, t_tok,
+                                one_assistant_message=True)
+    conversation = teacher_conversation("merge", records[0], False)
+    teacher = view.prompt_ids + view.response_ids
+    template = t_tok.apply_chat_template(conversation, tokenize=True)
+    assert decode_with_spans(token_bytes(t_tok), teacher).text == t_tok.apply_chat_template(conversation, tokenize=False)
+    joined = t_tok.convert_tokens_to_ids(t_tok.tokenize(".\n"))
+    assert len(joined) == 1 and joined[0] in template and joined[0] not in teacher
+    assert len(teacher) == len(template) + 1
