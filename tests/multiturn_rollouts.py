@@ -120,3 +120,30 @@ def token_logprobs(model, ids):
     with torch.no_grad():
         logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
     return logp[:-1].gather(-1, torch.tensor(ids[1:])[:, None]).squeeze(-1)
+
+
+def gold_generator(student_path, teacher_path, student_tokenizer, multi_turn: bool, *overrides):
+    """The installed SkyRL's GOLDGymGenerator (main_gold_distill) around ScriptedEngine, with the run
+    config the GOLD entrypoint of that version builds: (cfg, generator)."""
+    from gold_distillation.adapters import SKYRL040, installed_skyrl
+    from gold_distillation.main_gold_distill import GOLDGymGenerator
+
+    register_env()
+    settings = [
+        "generator.max_turns=3", f"generator.use_conversation_multi_turn={str(multi_turn).lower()}",
+        f"generator.sampling_params.max_generate_length={MAX_TOKENS}", "trainer.max_prompt_length=4096",
+        "environment.skyrl_gym.max_env_workers=0", *overrides,
+    ]
+    engine = ScriptedEngine(student_tokenizer, MAX_TOKENS)
+    common = dict(inference_engine_client=engine, tokenizer=student_tokenizer)
+    if installed_skyrl() == SKYRL040:
+        from .skyrl040_standins import gold_cfg
+
+        cfg = gold_cfg(student_path, teacher_path, *settings, batch_size=2)
+        generator = GOLDGymGenerator(generator_cfg=cfg.generator, skyrl_gym_cfg=cfg.environment.skyrl_gym, policy_model_name=student_path, **common)
+    else:
+        from .skyrl_standins import gold_cfg
+
+        cfg = gold_cfg(student_path, teacher_path, *settings)
+        generator = GOLDGymGenerator(generator_cfg=cfg.generator, skyrl_gym_cfg=cfg.environment.skyrl_gym, model_name=student_path, **common)
+    return cfg, generator

@@ -1,13 +1,12 @@
 """Multi-turn rollouts (multiturn_view.py): the teacher reads the conversation in its own template.
 
-Rollouts come from SkyRL's own gym generator (skyrl-train 0.3.1) around a deterministic
-environment of 2-3 turns (observations of varied length and roles, turns cut by the length limit)
-and a stand-in inference engine that answers with scripted student tokens; the conversation is
-recorded where the generator builds it (_update_chat_history)."""
+Rollouts come from the installed SkyRL's own gym generator (GOLDGymGenerator, skyrl-train 0.3.1
+or skyrl 0.4.0) around a deterministic environment of 2-3 turns (observations of varied length and
+roles, turns cut by the length limit) and a stand-in inference engine that answers with scripted
+student tokens; GOLDGymGenerator records the conversation where SkyRL's generator builds it."""
 
 import asyncio
-import contextvars
-import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,53 +22,17 @@ from .conftest import TOKENIZERS_DIR, tiny_model
 
 pytest.importorskip("skyrl_gym", reason="the multi-turn rollouts come from SkyRL's gym generator")
 from .multiturn_rollouts import (  # noqa: E402
-    LLAMA, MAX_TOKENS, PROMPTS, QWEN, SCRIPTS, ScriptedEngine, generator_input, register_env, teacher_conversation, token_logprobs,
+    LLAMA, PROMPTS, QWEN, SCRIPTS, generator_input, gold_generator, teacher_conversation, token_logprobs,
 )
-from .skyrl_standins import gold_cfg, open_dict  # noqa: E402
-
-_RECORD = contextvars.ContextVar("recorded_conversation")
-
-
-def recording_generator_class():
-    from skyrl_train.generators.skyrl_gym_generator import SkyRLGymGenerator
-
-    class RecordingGenerator(SkyRLGymGenerator):
-        """SkyRL's generator, recording the messages it appends to each trajectory's chat history."""
-
-        def agent_loop(self, *args, **kwargs):
-            record = []
-            self.records.append(record)
-            return self._recorded(record, *args, **kwargs)
-
-        async def _recorded(self, record, *args, **kwargs):
-            _RECORD.set(record)
-            return await super().agent_loop(*args, **kwargs)
-
-        def _update_chat_history(self, chat_history, output, new_obs):
-            before = len(chat_history)
-            result = super()._update_chat_history(chat_history, output, new_obs)
-            _RECORD.get().extend(copy.deepcopy(result[before:]))
-            return result
-
-    return RecordingGenerator
-
 
 def rollouts(tok, multi_turn: bool, tasks=("primes", "sum")):
-    """SkyRL generator output for the tasks, and each trajectory's recorded response messages."""
-    register_env()
-    path = str(TOKENIZERS_DIR / tok.name_or_path.rstrip("/").split("/")[-1])
-    cfg = gold_cfg(path, path, "generator.max_turns=3", f"generator.use_conversation_multi_turn={str(multi_turn).lower()}",
-                   f"generator.sampling_params.max_generate_length={MAX_TOKENS}", "trainer.max_prompt_length=4096")
-    with open_dict(cfg):
-        cfg.environment.skyrl_gym.max_env_workers = 0
-    generator = recording_generator_class()(
-        generator_cfg=cfg.generator, skyrl_gym_cfg=cfg.environment.skyrl_gym,
-        inference_engine_client=ScriptedEngine(tok, MAX_TOKENS), tokenizer=tok, model_name=path,
-    )
-    generator.records = []
-    tasks = list(tasks)
+    """The installed SkyRL's generator output for the tasks (through GOLDGymGenerator), and each
+    trajectory's conversation after env.init's messages, as GOLDGymGenerator recorded it."""
+    path = str(TOKENIZERS_DIR / Path(tok.name_or_path).name)
+    _, generator = gold_generator(path, path, tok, multi_turn)
     output = asyncio.run(generator.generate(generator_input(tasks), disable_tqdm=True))
-    return tasks, output, generator.records
+    assert output["gold_prompt_messages"] == [PROMPTS[t] for t in tasks]
+    return list(tasks), output, output["gold_response_messages"]
 
 
 PAIRS = [(LLAMA, QWEN), (QWEN, LLAMA)]
@@ -84,7 +47,7 @@ def test_teacher_sequence_is_its_template_of_the_recorded_conversation(tokenizer
     for i, task in enumerate(tasks):
         ids, mask = output["response_ids"][i], output["loss_masks"][i]
         view = build_multiturn_view(ids, mask, PROMPTS[task], records[i], s_tok, t_tok, one_assistant_message=not multi_turn)
-        expected = t_tok.apply_chat_template(teacher_conversation(task, records[i], multi_turn), tokenize=True)
+        expected = t_tok.apply_chat_template(teacher_conversation(task, records[i], multi_turn), tokenize=True, return_dict=False)
         assert view.prompt_ids + view.response_ids == expected
         assert view.prompt_ids == render_prompt(t_tok, PROMPTS[task])
         assert view.num_turns == len(SCRIPTS[task]["answers"]) == len(assistant_runs(mask))
@@ -168,7 +131,7 @@ def test_special_token_text_in_a_turn_is_literal_only_there(tokenizers, student_
     view = build_multiturn_view(output["response_ids"][0], output["loss_masks"][0], PROMPTS[task], records[0], s_tok, t_tok)
     conversation = teacher_conversation(task, records[0], True)
     teacher = view.prompt_ids + view.response_ids
-    template = t_tok.apply_chat_template(conversation, tokenize=True)
+    template = t_tok.apply_chat_template(conversation, tokenize=True, return_dict=False)
     assert decode_with_spans(token_bytes(t_tok), teacher).text == t_tok.apply_chat_template(conversation, tokenize=False)
     special_id = t_tok.convert_tokens_to_ids(special)
     assert teacher.count(special_id) == template.count(special_id) - 1
@@ -198,7 +161,7 @@ def test_a_response_without_assistant_tokens_has_no_groups(tokenizers):
     ids = output["response_ids"][0]
     view = build_multiturn_view(ids, [0] * len(ids), PROMPTS[tasks[0]], records[0], s_tok, t_tok)
     assert view.num_groups == 0 and np.all(view.student_groups == -1) and np.all(view.teacher_groups == -1)
-    assert view.prompt_ids + view.response_ids == t_tok.apply_chat_template(teacher_conversation(tasks[0], records[0], True), tokenize=True)
+    assert view.prompt_ids + view.response_ids == t_tok.apply_chat_template(teacher_conversation(tasks[0], records[0], True), tokenize=True, return_dict=False)
 
 
 def with_template(tokenizer, template):
@@ -297,7 +260,7 @@ def test_pieces_are_tokenized_apart_as_the_student_wrote_them(tokenizers, studen
                                 one_assistant_message=True)
     conversation = teacher_conversation("merge", records[0], False)
     teacher = view.prompt_ids + view.response_ids
-    template = t_tok.apply_chat_template(conversation, tokenize=True)
+    template = t_tok.apply_chat_template(conversation, tokenize=True, return_dict=False)
     assert decode_with_spans(token_bytes(t_tok), teacher).text == t_tok.apply_chat_template(conversation, tokenize=False)
     joined = t_tok.convert_tokens_to_ids(t_tok.tokenize(".\n"))
     assert len(joined) == 1 and joined[0] in template and joined[0] not in teacher
