@@ -147,3 +147,16 @@ def gold_generator(student_path, teacher_path, student_tokenizer, multi_turn: bo
         cfg = gold_cfg(student_path, teacher_path, *settings)
         generator = GOLDGymGenerator(generator_cfg=cfg.generator, skyrl_gym_cfg=cfg.environment.skyrl_gym, model_name=student_path, **common)
     return cfg, generator
+
+
+def direct_turn_rewards(student, teacher, prompt_ids, response_ids, view):
+    """Each student token's reward computed directly: its group's span log-ratio from unpadded
+    forwards of the two models over their own renderings (the student's prompt + response, the
+    teacher's view), 0 on tokens without a group. view: the rollout's TeacherView. Returns [R]."""
+    s_lp = token_logprobs(student, list(prompt_ids) + list(response_ids))[len(prompt_ids) - 1 :]
+    t_lp = token_logprobs(teacher, view.prompt_ids + view.response_ids)[len(view.prompt_ids) - 1 :]
+    expected = torch.zeros(len(response_ids))
+    for g in range(view.num_groups):
+        members = torch.from_numpy(view.student_groups == g)
+        expected[members] = t_lp[torch.from_numpy(view.teacher_groups == g)].sum() - s_lp[members].sum()
+    return expected
