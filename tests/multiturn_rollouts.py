@@ -139,7 +139,8 @@ def gold_generator(student_path, teacher_path, student_tokenizer, multi_turn: bo
     if installed_skyrl() == SKYRL040:
         from .skyrl040_standins import gold_cfg
 
-        cfg = gold_cfg(student_path, teacher_path, *settings, batch_size=2)
+        # The stand-in engine returns no sampling log-probs (0.4.0 asks for them by default).
+        cfg = gold_cfg(student_path, teacher_path, *settings, "generator.sampling_params.logprobs=null", batch_size=2)
         generator = GOLDGymGenerator(generator_cfg=cfg.generator, skyrl_gym_cfg=cfg.environment.skyrl_gym, policy_model_name=student_path, **common)
     else:
         from .skyrl_standins import gold_cfg
