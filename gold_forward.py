@@ -228,7 +228,7 @@ def teacher_payload(
         "teacher_span_logprobs": stats["span"].reshape(b, num_groups),
         "teacher_group_mask": group_sizes(group_ids, num_groups) > 0,
         "teacher_top_probs": stats["top_probs"].reshape(b, num_groups, k),
-        "teacher_top_ids": stats["top_ids"].to(torch.int32).reshape(b, num_groups, k),
+        "teacher_top_ids": stats["top_ids"].reshape(b, num_groups, k),
         "teacher_tail_mass": stats["tail_mass"].reshape(b, num_groups),
     }
     if "unmatched_mass" in stats:
@@ -242,32 +242,35 @@ def _compressed_groups(
     chunk_elements: int | None = CHUNK_ELEMENTS,
 ) -> dict[str, torch.Tensor]:
     """compress_teacher_groups over a batch, piece by piece (row_chunks), without gradient.
-    Returns flat [B * G, ...] tensors: span, top_probs, top_ids, tail_mass (+ unmatched_mass);
+    Returns flat [B * G, ...] tensors: span, top_probs, top_ids (int32), tail_mass (+ unmatched_mass);
     zeros for groups without tokens."""
     b, r, vocab = logits.shape
     _check_inputs(logits, response_ids, group_ids, num_groups)
     flat, ids = logits.reshape(b * r, vocab), response_ids.reshape(-1)
     given = None if token_logprobs is None else token_logprobs.reshape(-1)
-    pieces = row_chunks(group_ids, num_groups, _chunk_rows(vocab, chunk_elements))
-    parts = []
-    for piece in pieces:
+    k = vocab if topk is None else min(topk, vocab)
+    total = b * num_groups
+    # Written piece by piece into the final tensors: at full k they are [B * G, V] each, so no
+    # second copy (a concatenation of the pieces) is ever made.
+    out = {"span": logits.new_zeros(total, dtype=torch.float32), "tail_mass": logits.new_zeros(total, dtype=torch.float32),
+           "top_probs": logits.new_zeros(total, k, dtype=torch.float32),
+           "top_ids": torch.zeros(total, k, dtype=torch.int32, device=logits.device)}
+    if matched is not None:
+        out["unmatched_mass"] = logits.new_zeros(total, dtype=torch.float32)
+    for piece in row_chunks(group_ids, num_groups, _chunk_rows(vocab, chunk_elements)):
         span, merged = _piece_measures(
             flat[piece.rows], ids[piece.rows], piece.token_group, piece.groups.numel(), temperature, merge,
             None if given is None else given[piece.rows],
         )
         stats = compress_teacher_groups(merged, span, topk, matched)
-        part = {"span": span, "top_probs": stats.top_probs, "top_ids": stats.top_ids, "tail_mass": stats.tail_mass}
-        if stats.unmatched_mass is not None:
-            part["unmatched_mass"] = stats.unmatched_mass
-        parts.append(part)
-    if not parts:  # no group has tokens: a masked placeholder of the right shapes
-        k = vocab if topk is None else min(topk, vocab)
-        parts = [{"span": logits.new_zeros(0).float(), "top_probs": logits.new_zeros(0, k).float(),
-                  "top_ids": torch.zeros(0, k, dtype=torch.long, device=logits.device),
-                  "tail_mass": logits.new_zeros(0).float(),
-                  **({"unmatched_mass": logits.new_zeros(0).float()} if matched is not None else {})}]
-        pieces = [RowChunk(slice(0, 0), ids.new_zeros(0), ids.new_zeros(0))]
-    return _scatter_groups(pieces, parts, b * num_groups)
+        del merged
+        out["span"][piece.groups] = span
+        out["tail_mass"][piece.groups] = stats.tail_mass
+        out["top_probs"][piece.groups] = stats.top_probs
+        out["top_ids"][piece.groups] = stats.top_ids.to(torch.int32)
+        if matched is not None:
+            out["unmatched_mass"][piece.groups] = stats.unmatched_mass
+    return out
 
 
 def student_payload(
@@ -301,12 +304,13 @@ def uld_between_payloads(student: dict[str, torch.Tensor], teacher: dict[str, to
 
 
 def stats_from_payload(payload: dict[str, torch.Tensor]) -> TeacherGroupStats:
-    """Flatten a [B, G, ...] teacher payload into TeacherGroupStats over M = B * G groups."""
+    """Flatten a [B, G, ...] teacher payload into TeacherGroupStats over M = B * G groups. Ids keep
+    the payload's int32 (at full k they are [M, V]; _select_groups widens one piece at a time)."""
     unmatched = payload.get("teacher_unmatched_mass")
     return TeacherGroupStats(
         span_logprob=payload["teacher_span_logprobs"].reshape(-1),
         top_probs=payload["teacher_top_probs"].flatten(0, 1).float(),
-        top_ids=payload["teacher_top_ids"].flatten(0, 1).long(),
+        top_ids=payload["teacher_top_ids"].flatten(0, 1),
         tail_mass=payload["teacher_tail_mass"].reshape(-1).float(),
         unmatched_mass=None if unmatched is None else unmatched.reshape(-1).float(),
     )
@@ -401,11 +405,11 @@ def student_gold_loss(
 
 
 def _select_groups(stats: TeacherGroupStats, groups: torch.Tensor) -> TeacherGroupStats:
-    """The statistics of some groups: groups int64 [U] flat ids -> TeacherGroupStats over U."""
+    """The statistics of some groups: groups int64 [U] flat ids -> TeacherGroupStats over U (ids int64)."""
     return TeacherGroupStats(
         span_logprob=stats.span_logprob[groups],
         top_probs=stats.top_probs[groups],
-        top_ids=stats.top_ids[groups],
+        top_ids=stats.top_ids[groups].long(),
         tail_mass=stats.tail_mass[groups],
         unmatched_mass=None if stats.unmatched_mass is None else stats.unmatched_mass[groups],
     )
