@@ -5,8 +5,8 @@
 Inputs: synthetic bf16 logits [B, R, V] (V = 128256 student / 151665 teacher, the Llama 3.1 / Qwen
 2.5 vocabularies), random token ids, and byte offsets laid out so that both sides' groups are the
 same: group g covers bytes [2g, 2g + 2), one or two tokens on each side, never two on both (then
-TRL's byte-offset alignment finds exactly our groups). Each case runs twice; the second run is
-reported: seconds, and peak device memory above the inputs (torch.cuda.max_memory_allocated after
+TRL's byte-offset alignment finds exactly our groups). Each of our cases runs twice and the second
+run is reported (TRL's once: its per-group loop can take minutes): seconds, and peak device memory above the inputs (torch.cuda.max_memory_allocated after
 a reset, minus what was allocated before the case). A case that runs out of memory is reported as
 such and the next one runs. TRL runs at the largest batch (B, B/2, ..., 1) that its one-sample
 time predicts to fit the remaining budget, and ours-exact runs again at that batch for the ratio.
@@ -78,10 +78,10 @@ def make_inputs(b: int, r: int, vocab_s: int, vocab_t: int, device: str, dtype=t
     }
 
 
-def measure(fn, device: str) -> tuple[float, int | None, object]:
-    """(seconds, peak bytes above what was allocated before, result) of fn's second run."""
+def measure(fn, device: str, runs: int = 2) -> tuple[float, int | None, object]:
+    """(seconds, peak bytes above what was allocated before, result) of fn's last of `runs` runs."""
     out = None
-    for _ in range(2):
+    for _ in range(runs):
         out = None
         if device == "cuda":
             torch.cuda.synchronize()
@@ -97,9 +97,9 @@ def measure(fn, device: str) -> tuple[float, int | None, object]:
     return seconds, peak, out
 
 
-def run_case(name: str, fn, device: str, **extra) -> dict | None:
+def run_case(name: str, fn, device: str, runs: int = 2, **extra) -> dict | None:
     try:
-        seconds, peak, out = measure(fn, device)
+        seconds, peak, out = measure(fn, device, runs)
     except Exception as exc:  # out of memory or a TRL incompatibility: recorded, the run goes on
         oom = isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
         emit({"case": name, **extra, "error": "out of memory" if oom else f"{type(exc).__name__}: {exc}"})
@@ -255,16 +255,17 @@ def main() -> int:
         except ImportError as exc:
             emit({"case": "trl", "error": f"TRL not importable: {exc}"})
         else:
+            # One run per TRL case (no warm-up run): its per-group loop can take minutes.
             one = run_case("trl ULDLoss fwd+bwd (bayesian)", trl_uld(x, 1, student_tok, teacher_tok), args.device,
-                           **dict(size, batch=1), trl=trl.__version__)
+                           runs=1, **dict(size, batch=1), trl=trl.__version__)
             n = 1
             if one is not None:
                 left = deadline - time.monotonic()
-                while n * 2 <= b and one["seconds"] * 2 * n * 2 < left:  # two runs per case
+                while n * 2 <= b and one["seconds"] * n * 2 < left / 2:  # half the time left, for ours after it
                     n *= 2
                 if n > 1:
                     run_case("trl ULDLoss fwd+bwd (bayesian)", trl_uld(x, n, student_tok, teacher_tok), args.device,
-                             **dict(size, batch=n), trl=trl.__version__)
+                             runs=1, **dict(size, batch=n), trl=trl.__version__)
             if ("exact", False) in payloads:
                 run_case("ours student_gold_loss fwd+bwd exact (chain, top-None), TRL's batch",
                          ours_student(x, n, payloads[("exact", False)], "chain", None), args.device, **dict(size, batch=n))
