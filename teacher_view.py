@@ -8,7 +8,10 @@ response token sequences into aligned spans. `collate_views` pads a batch of vie
 from __future__ import annotations
 
 import json
+import os
 import weakref
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -166,13 +169,12 @@ def tokenize_completion(tokenizer, text: str) -> tuple[list[int], DecodedTokens]
     """
     # The Rust tokenizer directly: the same encoding as tokenizer(text), without converting
     # offsets to Python lists that only the rare normalized case reads.
+    # encode_batch of one text, not encode: it releases the GIL, so build_teacher_views' threads
+    # tokenize in parallel. The flag is left alone when set (build_teacher_views sets it once: a
+    # change while another thread encodes would fail).
     backend = tokenizer.backend_tokenizer
-    restore = backend.encode_special_tokens
-    backend.encode_special_tokens = True
-    try:
-        encoding = backend.encode(text, add_special_tokens=False)
-    finally:
-        backend.encode_special_tokens = restore
+    with _special_tokens_as_text(backend):
+        encoding = backend.encode_batch([text], add_special_tokens=False)[0]
     ids = encoding.ids
     table = token_bytes(tokenizer)
     if table.preserves(text):
@@ -181,6 +183,19 @@ def tokenize_completion(tokenizer, text: str) -> tuple[list[int], DecodedTokens]
     if decoded.text == text:
         return ids, decoded
     return ids, replace(_spans_from_char_offsets(text, encoding.offsets), respelled=True)
+
+
+@contextmanager
+def _special_tokens_as_text(backend):
+    """Within the block the Rust tokenizer reads special-token strings as plain text."""
+    if backend.encode_special_tokens:
+        yield
+        return
+    backend.encode_special_tokens = True
+    try:
+        yield
+    finally:
+        backend.encode_special_tokens = False
 
 
 def _spans_from_char_offsets(text: str, offsets) -> DecodedTokens:
@@ -333,23 +348,39 @@ def build_teacher_views(
     student_tokenizer,
     teacher_tokenizer,
     fold_system_message: bool = False,
+    workers: int | None = None,
     **kwargs,
 ) -> list[TeacherView]:
-    """build_teacher_view over a batch; each distinct prompt is rendered once (GRPO repeats them)."""
+    """build_teacher_view over a batch; each distinct prompt is rendered once (GRPO repeats them).
+
+    workers: threads that build views in parallel (default: the CPUs this process may use, at
+    most 32). The teacher tokenization, most of a view's cost, runs in the Rust tokenizer without
+    the GIL, so threads scale it over the cores; results are the same as one at a time, in order.
+    """
     if len(responses) != len(prompts):
         raise ValueError(f"got {len(responses)} responses but {len(prompts)} prompts; they must pair up")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers={workers}; use a positive thread count or None (all available CPUs)")
     rendered: dict[str, list[int]] = {}
-    views = []
-    for response, prompt in zip(responses, prompts):
+    keys = []
+    for prompt in prompts:
         key = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
         if key not in rendered:
             rendered[key] = render_prompt(teacher_tokenizer, prompt, fold_system_message)
-        views.append(
-            build_teacher_view(
-                response, prompt, student_tokenizer, teacher_tokenizer, prompt_ids=rendered[key], **kwargs
-            )
+        keys.append(key)
+
+    def build(i: int) -> TeacherView:
+        return build_teacher_view(
+            responses[i], prompts[i], student_tokenizer, teacher_tokenizer, prompt_ids=rendered[keys[i]], **kwargs
         )
-    return views
+
+    workers = min(workers or min(len(os.sched_getaffinity(0)), 32), max(len(responses), 1))
+    if workers == 1 or len(responses) < 2:
+        return [build(i) for i in range(len(responses))]
+    # The first view fills the per-tokenizer caches (byte tables, end tokens) before threads share them.
+    first = build(0)
+    with _special_tokens_as_text(teacher_tokenizer.backend_tokenizer), ThreadPoolExecutor(workers) as pool:
+        return [first, *pool.map(build, range(1, len(responses)))]
 
 
 @dataclass
