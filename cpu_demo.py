@@ -294,9 +294,17 @@ def fit(world: World, model, side: str, problems: list[Problem], answers, steps:
     model.eval()
 
 
+def linear_decay(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning rate falling linearly from its value to 0 over `steps` steps: at a constant rate
+    single steps spike (loss mode at 3e-3 went from 0.94 to 0.66 accuracy in the last 50 steps of
+    a measured run), and the last evaluation is what the table reports."""
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / max(steps, 1)))
+
+
 def run_method(world, cfg: DemoConfig, method: str, student, problems, eval_problems, log, progress) -> dict:
     """Train `student` with one method for cfg.steps steps; evaluate every cfg.eval_every steps."""
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.reward_lr if method == "reward" else cfg.lr, weight_decay=0.0)
+    schedule = linear_decay(opt, cfg.steps)
     generator = torch.Generator().manual_seed(cfg.seed + 1)
     torch.manual_seed(cfg.seed + 2)  # same sampling randomness for every method
     evals = {0: evaluate(world, student, world.student_tok, "student", eval_problems)}
@@ -310,6 +318,7 @@ def run_method(world, cfg: DemoConfig, method: str, student, problems, eval_prob
         opt.zero_grad()
         loss.backward()
         opt.step()
+        schedule.step()
         student.eval()
         record = {"method": method, "step": step, "loss": loss.item(), **metrics}
         if step % cfg.eval_every == 0 or step == cfg.steps:
@@ -468,7 +477,7 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     p.add_argument("--student-tokenizer", help="real tokenizer folder for the student, e.g. ../shared/tokenizers/llama3.1-instruct")
     p.add_argument("--teacher-tokenizer", help="real tokenizer folder for the teacher, e.g. ../shared/tokenizers/qwen2.5-instruct")
-    p.add_argument("--quick", action="store_true", help="60 steps per method (the CI test)")
+    p.add_argument("--quick", action="store_true", help="200 steps per method (the CI test)")
     args = p.parse_args(argv)
     cfg = DemoConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, teacher_steps=args.teacher_steps,
@@ -478,7 +487,7 @@ def parse_args(argv=None):
         gold=GOLDConfig(hybrid=not args.no_hybrid),
     )
     if args.quick:  # the CI size: long enough to see every method learn, a fraction of the default
-        cfg.steps, cfg.eval_every, cfg.batch_size = 60, 30, 32
+        cfg.steps, cfg.eval_every = 200, 100
     return cfg, args
 
 

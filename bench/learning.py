@@ -50,6 +50,7 @@ from gold_distillation.cpu_demo import (
     gap_closed,
     generate,
     gold_step,
+    linear_decay,
     make_world,
     pack,
     response_logprobs,
@@ -176,6 +177,7 @@ def train_method(worlds, method, student, train, eval_set, args, seed, log):
     world = worlds["uld" if method == "loss-uld" else "hybrid"]
     lr = args.pg_lr if method in PG_METHODS else args.lr
     opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
+    schedule = linear_decay(opt, args.steps)
     generator = torch.Generator().manual_seed(seed + 1)
     torch.manual_seed(seed + 2)
     curve = []
@@ -201,6 +203,7 @@ def train_method(worlds, method, student, train, eval_set, args, seed, log):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        schedule.step()
         student.eval()
         tokens += metrics["demo/student_tokens"]
         if step % args.eval_every == 0 or step == steps:
@@ -213,16 +216,16 @@ def steps_to_reach(curve: list[dict], accuracy: float) -> int | None:
     return next((c["step"] for c in curve if c["accuracy"] >= accuracy), None)
 
 
-def run_seed(seed, args, teacher_tok, student_tok, teacher, train, eval_set, log, progress) -> dict:
+def run_seed(seed, args, worlds, train, eval_set, log, progress) -> dict:
     torch.manual_seed(seed)
-    world = make_world(student_tok, teacher_tok, teacher, GOLDConfig(hybrid=True), train)
+    world = worlds["hybrid"]
+    tok = world.student_tok
     used = sorted({i for ids in world.prompts(train, "student") for i in ids})
-    student0 = task_model("llama", len(student_tok), student_support(student_tok), used, args, seed + 100)
+    student0 = task_model("llama", len(tok), student_support(tok), used, args, seed + 100)
     support_fit(
-        student0, student_tok, lambda ps: world.prompts(ps, "student"), train, warm_start_answers(train),
+        student0, tok, lambda ps: world.prompts(ps, "student"), train, warm_start_answers(train),
         args.warm_start_steps, args.lr, args.teacher_batch_size, seed,
     )
-    worlds = {"hybrid": world, "uld": replace(world, gold=GOLDConfig(hybrid=False), hybrid=None, teacher_matched=None)}
     out = {}
     for method in args.methods:
         out[method] = train_method(worlds, method, copy.deepcopy(student0), train, eval_set, args, seed, log)
@@ -371,7 +374,8 @@ def main(argv=None) -> dict:
         teacher_eval = evaluate(world, teacher, teacher_tok, "teacher", eval_set)
         log({"method": "teacher", **{f"eval/{k}": v for k, v in teacher_eval.items()}})
         print(f"teacher: accuracy {teacher_eval['accuracy']:.2f} ({time.perf_counter() - wall:.0f} s)", flush=True)
-        per_seed = {s: run_seed(s, args, teacher_tok, student_tok, teacher, train, eval_set, log, sys.stdout) for s in seeds}
+        worlds = {"hybrid": world, "uld": replace(world, gold=GOLDConfig(hybrid=False), hybrid=None, teacher_matched=None)}
+        per_seed = {s: run_seed(s, args, worlds, train, eval_set, log, sys.stdout) for s in seeds}
     summary = {
         "task": f"a+b= with a, b in 0..{OPERAND_MAX}; teacher Qwen2.5 tokenizer, student Llama 3.1 tokenizer",
         "teacher": teacher_eval,

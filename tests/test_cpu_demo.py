@@ -81,11 +81,10 @@ def test_quick_run_learns_and_writes_its_files(tmp_path, capsys):
         if method != "sft":
             # The GOLD signal went through the teacher payload: log-ratios and ULD distances.
             assert all("gold/sequence_log_ratio" in r and r["gold/uld_distance"] >= 0 for r in trained)
-        # Learning happened: the teacher likes the student's greedy answers better than before.
-        assert res["after"]["teacher_loglik"] > res["before"]["teacher_loglik"] + 0.5, (method, res)
-    # The GOLD loss and SFT already answer more problems after 60 steps.
-    for method in ("loss", "sft"):
-        assert on_disk["methods"][method]["after"]["accuracy"] > on_disk["methods"][method]["before"]["accuracy"]
+        # Learning happened: more problems answered, and the teacher likes the student's greedy
+        # answers better than before.
+        assert res["after"]["accuracy"] > res["before"]["accuracy"], (method, res)
+        assert res["after"]["teacher_loglik"] > res["before"]["teacher_loglik"], (method, res)
     # Not a terminal: no progress bar redraws, one line per evaluation.
     out = capsys.readouterr()
     assert "\r" not in out.err and out.out.count("reward step") == steps // summary["config"]["eval_every"]
