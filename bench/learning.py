@@ -344,8 +344,8 @@ def main(argv=None) -> dict:
     if unknown:
         p.error(f"--methods: unknown {sorted(unknown)}; choose from {','.join(METHODS)}")
     if args.quick:
-        args.steps, args.teacher_steps, args.warm_start_steps, args.eval_every, args.eval_size, args.batch_size = 2, 20, 10, 1, 16, 8
-        args.group, args.hidden = 4, 32
+        args.steps, args.eval_every, args.eval_size, args.batch_size, args.group = 10, 5, 16, 8, 4
+        args.teacher_steps, args.warm_start_steps, args.teacher_batch_size, args.hidden = 30, 20, 16, 32
     seeds = [int(s) for s in args.seeds.split(",")]
     for name in ("qwen2.5-instruct", "llama3.1-instruct"):
         if not (TOKENIZERS_DIR / name).is_dir():
