@@ -43,8 +43,12 @@ def response_logits(model, sequences: torch.Tensor, attention_mask: torch.Tensor
     """Logits that predict the last num_response positions (left-padded prompt, right-padded
     response). sequences, attention_mask: [B, T] -> [B, R, V]; row r predicts token T - R + r."""
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids).logits
-    return logits[:, -num_response - 1 : -1]
+    # Only the positions asked for go through the output layer (with a real vocabulary it is most
+    # of the cost): HF causal LMs keep the last logits_to_keep positions.
+    logits = model(
+        input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=num_response + 1
+    ).logits
+    return logits[:, :-1]
 
 
 @dataclass
