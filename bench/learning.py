@@ -40,7 +40,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from gold_distillation.config import GOLDConfig
@@ -151,11 +150,17 @@ def support_fit(model, tok, prompts_of, problems_, answers: list[str], steps: in
         model.eval()
 
 
+def grpo_advantages(scores: torch.Tensor, group: int, eps: float = 1e-6) -> torch.Tensor:
+    """GRPO's outcome advantages of scores [B] in consecutive groups of `group` samples (group > 1):
+    (score - group mean) / (group std + eps), SkyRL's grpo_norm_by_std default. Returns [B]."""
+    per_group = scores.view(-1, group)
+    return ((per_group - per_group.mean(-1, keepdim=True)) / (per_group.std(-1, keepdim=True) + eps)).flatten()
+
+
 def outcome_rl_step(world, student, chosen: list[Problem], group: int):
     """GRPO on the task's 0/1 reward: `group` samples of each of len(chosen) // group prompts,
-    SkyRL's group-normalized outcome advantages, the importance_sampling policy loss."""
-    from skyrl_train.utils.ppo_utils import compute_grpo_outcome_advantage
-
+    group-normalized outcome advantages as SkyRL's GRPO estimator computes them, the
+    importance_sampling policy loss."""
     chosen = [p for p in chosen[: max(len(chosen) // group, 1)] for _ in range(group)]
     tok = world.student_tok
     prompts = world.prompts(chosen, "student")
@@ -163,10 +168,7 @@ def outcome_rl_step(world, student, chosen: list[Problem], group: int):
     batch = pack(prompts, responses, tok.pad_token_id)
     mask = batch.response_mask.float()
     correct = torch.tensor([float(completion_text(tok, r) == p.answer) for r, p in zip(responses, chosen)])
-    last = (mask.sum(-1).long() - 1).clamp(min=0)
-    token_rewards = torch.zeros_like(mask).scatter(1, last.unsqueeze(-1), correct.unsqueeze(-1))
-    index = np.array([i // group for i in range(len(chosen))])
-    advantages, _ = compute_grpo_outcome_advantage(token_rewards, mask, index)
+    advantages = grpo_advantages(correct, group).unsqueeze(-1) * mask
     logprobs = response_logprobs(student, batch)
     loss = reduce_group_loss(-torch.exp(logprobs - logprobs.detach()) * advantages * mask, mask, world.algorithm.loss_reduction, world.algorithm.max_seq_len)
     return loss, {"outcome/reward": float(correct.mean()), "demo/student_tokens": int(mask.sum())}

@@ -37,7 +37,8 @@ def test_gpu_bench_runs_at_toy_size_and_matches_trl(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     records = json.loads(report.read_text())["records"]
     cases = {r["case"]: r for r in records}
-    assert len([c for c in cases if c.startswith("ours student_gold_loss")]) == 4
+    # Three student-loss cases, and a fourth at TRL's batch when TRL runs.
+    assert len([c for c in cases if c.startswith("ours student_gold_loss")]) == 3 + with_trl
     assert all("seconds" in r for r in records if r["case"] != "setup")
     if not with_trl:
         pytest.skip("TRL 1.16 peer venv missing (bash bench/setup_peers.sh): value comparison not run")
