@@ -29,3 +29,9 @@ demo: env
 bench: env
 	bash bench/setup_peers.sh
 	$(PY) bench/run.py $(ARGS)
+
+# Learning benchmark (bench/learning.py, real Qwen2.5 / Llama 3.1 tokenizers from ../shared/tokenizers):
+# every method on multi-digit addition, three seeds; a table and curves in bench/results/learning/.
+.PHONY: learn
+learn: env
+	$(PY) bench/learning.py $(ARGS)

@@ -237,7 +237,9 @@ def validate_run_config(cfg, renamed: dict[str, str] | None = None) -> None:
     need("trainer.critic.model.path", not value("trainer.critic.model.path"),
          "set it to null: GOLD trains without a critic (its rewards are the advantages, or its loss is the GOLD loss)")
     need("generator.step_wise_trajectories", not value("generator.step_wise_trajectories"),
-         "set it to false: GOLD pairs each response with the one conversation the environment's init returned")
+         "set it to false (multi-turn rollouts are scored per assistant turn without it): SkyRL gives every step "
+         "of a trajectory the advantages of its last step, which would put one step's per-token GOLD rewards "
+         "on other steps' tokens")
     # skyrl 0.4.0 only.
     need("generator.vision_language_generator", not value("generator.vision_language_generator"),
          "set it to false: GOLD's teacher reads text conversations")

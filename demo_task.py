@@ -54,6 +54,13 @@ def all_problems() -> list[Problem]:
     ]
 
 
+def warm_start_answers(problems: list[Problem]) -> list[str]:
+    """Answers of the student's warm-start task: the larger operand ("3+5=" -> "5"). It needs no
+    teacher and makes the student read its prompt and write a number, as a pretrained model can;
+    it is the sum only where an operand is 0."""
+    return [str(max(int(x) for x in p.question.rstrip("=").split("+"))) for p in problems]
+
+
 def tokenizer_corpus() -> list[str]:
     """The built-in text both demo tokenizers are trained on."""
     lines = [f"{p.question}{p.answer}" for p in all_problems()]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from .losses import (
     TeacherGroupStats,
@@ -42,8 +43,12 @@ def response_logits(model, sequences: torch.Tensor, attention_mask: torch.Tensor
     """Logits that predict the last num_response positions (left-padded prompt, right-padded
     response). sequences, attention_mask: [B, T] -> [B, R, V]; row r predicts token T - R + r."""
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids).logits
-    return logits[:, -num_response - 1 : -1]
+    # Only the positions asked for go through the output layer (with a real vocabulary it is most
+    # of the cost): HF causal LMs keep the last logits_to_keep positions.
+    logits = model(
+        input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=num_response + 1
+    ).logits
+    return logits[:, :-1]
 
 
 @dataclass
@@ -115,6 +120,84 @@ def _check_inputs(logits: torch.Tensor, response_ids: torch.Tensor, group_ids: t
         )
 
 
+# Logits per piece of the chunked computations below: with V = 152k, 2^23 / V = 55 rows, so each
+# [rows, V] float32 temporary is 32 MiB however long the batch (the whole-batch version held several
+# [B * R, V] float32 tensors at once). Measured on CPU at 512 x 152k: the hybrid loss's peak above
+# its inputs is 1.3 GB at 2^23 and 2.4 GB at 2^25, same time.
+CHUNK_ELEMENTS = 2**23
+
+
+@dataclass
+class RowChunk:
+    """A piece of a batch holding whole groups: rows: slice of the flattened [B * R] token rows;
+    token_group: int64 [rows] dense group id within the piece (-1 for tokens without a group);
+    groups: int64 [U] the flat group ids (in [0, B * G)) of those dense ids."""
+
+    rows: slice
+    token_group: torch.Tensor
+    groups: torch.Tensor
+
+
+def row_chunks(group_ids: torch.Tensor, num_groups: int, max_rows: int) -> list[RowChunk]:
+    """Split a batch into pieces of about max_rows grouped tokens (a group never straddles two).
+
+    group_ids: [B, R] (-1 padding). Groups must be runs of consecutive tokens (as alignment makes
+    them); otherwise the batch is one piece. Groups without tokens belong to no piece.
+    """
+    b, r = group_ids.shape
+    positions, index = flat_group_index(group_ids, num_groups)
+    n = positions.numel()
+    if n == 0:
+        return []
+    groups, dense = torch.unique_consecutive(index, return_inverse=True)
+    starts = torch.searchsorted(dense, torch.arange(groups.numel(), device=dense.device))  # first token of each group
+    if groups.numel() != torch.unique(index).numel():  # a group split into several runs
+        groups, dense = torch.unique(index, return_inverse=True)
+        cuts = [0, groups.numel()]
+    else:
+        piece = starts // max(max_rows, 1)
+        cuts = [0, *(torch.nonzero(piece[1:] != piece[:-1]).squeeze(-1) + 1).tolist(), groups.numel()]
+    token_group = torch.full((b * r,), -1, dtype=torch.long, device=group_ids.device)
+    token_group[positions] = dense
+    starts = starts.tolist() + [n]
+    pieces = []
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        first, last = (0, b * r) if len(cuts) == 2 else (int(positions[starts[lo]]), int(positions[starts[hi] - 1]) + 1)
+        local = token_group[first:last]
+        pieces.append(RowChunk(slice(first, last), torch.where(local >= 0, local - lo, -1), groups[lo:hi]))
+    return pieces
+
+
+def _chunk_rows(vocab: int, chunk_elements: int | None) -> int:
+    return (2**62 if chunk_elements is None else max(chunk_elements // vocab, 1))
+
+
+def _piece_measures(
+    rows: torch.Tensor, ids: torch.Tensor, token_group: torch.Tensor, n_groups: int, temperature: float, merge: str,
+    token_logprobs: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Span log-probs [U] and merged measures [U, V] of one piece: rows [n, V] logits of its tokens,
+    ids [n], token_group [n] dense group ids (-1 none); token_logprobs [n] when given (span)."""
+    valid = torch.nonzero(token_group >= 0).squeeze(-1)
+    logprob_rows = torch.log_softmax(rows[valid].float() / temperature, dim=-1)
+    own = gather_token_logprobs(logprob_rows, ids[valid])
+    index = token_group[valid]
+    span_from = own if token_logprobs is None else token_logprobs[valid].float()
+    span = span_from.new_zeros(n_groups).index_add(0, index, span_from)
+    return span, merge_groups(logprob_rows, own if token_logprobs is None else span_from, index, n_groups, merge)
+
+
+def _scatter_groups(pieces: list[RowChunk], parts: list[dict[str, torch.Tensor]], total: int) -> dict[str, torch.Tensor]:
+    """Per-piece results [U, ...] placed at their flat group ids in zero tensors [total, ...]
+    (out of place, so gradients flow back to each piece)."""
+    groups = torch.cat([piece.groups for piece in pieces])
+    out = {}
+    for key in parts[0]:
+        values = torch.cat([part[key] for part in parts])
+        out[key] = values.new_zeros((total, *values.shape[1:])).index_copy(0, groups, values)
+    return out
+
+
 def teacher_payload(
     logits: torch.Tensor,
     response_ids: torch.Tensor,
@@ -126,27 +209,72 @@ def teacher_payload(
     topk: int | None = 64,
     teacher_matched: torch.Tensor | None = None,
     token_logprobs: torch.Tensor | None = None,
+    chunk_elements: int | None = CHUNK_ELEMENTS,
 ) -> dict[str, torch.Tensor]:
     """The teacher's compact per-group statistics (GOLD.md section 5), never full logits.
 
     logits: [B, R_t, V_t] teacher logits predicting response_ids [B, R_t]; group_ids: [B, R_t].
     Returns tensors keyed by PAYLOAD_KEYS: span log-probs [B, G] and group mask [B, G]; with
     distributions also top-k probs [B, G, k] (descending), top-k ids [B, G, k] (int32), tail mass
-    [B, G] and, given teacher_matched (bool [V_t]), the mass on unmatched entries [B, G].
+    [B, G] and, given teacher_matched (bool [V_t]), the mass on unmatched entries [B, G]; zeros for
+    groups without tokens (masked). Computed in pieces of about chunk_elements logits (row_chunks;
+    None: one piece), so memory above the input stays near a few [chunk, V] float32 tensors.
     """
     b = logits.shape[0]
-    measures = group_measures(
-        logits, response_ids, group_ids, num_groups, temperature, merge if with_distributions else None, token_logprobs
+    if not with_distributions:
+        measures = group_measures(logits, response_ids, group_ids, num_groups, temperature, None, token_logprobs)
+        return {"teacher_span_logprobs": measures.span_logprob, "teacher_group_mask": measures.present}
+    stats = _compressed_groups(
+        logits, response_ids, group_ids, num_groups, temperature, merge, topk, teacher_matched, token_logprobs,
+        chunk_elements,
     )
-    out = {"teacher_span_logprobs": measures.span_logprob, "teacher_group_mask": measures.present}
-    if with_distributions:
-        stats = compress_teacher_groups(measures.merged, measures.span_logprob.reshape(-1), topk, teacher_matched)
-        k = stats.top_probs.shape[-1]
-        out["teacher_top_probs"] = stats.top_probs.reshape(b, num_groups, k)
-        out["teacher_top_ids"] = stats.top_ids.to(torch.int32).reshape(b, num_groups, k)
-        out["teacher_tail_mass"] = stats.tail_mass.reshape(b, num_groups)
-        if stats.unmatched_mass is not None:
-            out["teacher_unmatched_mass"] = stats.unmatched_mass.reshape(b, num_groups)
+    k = stats["top_probs"].shape[-1]
+    out = {
+        "teacher_span_logprobs": stats["span"].reshape(b, num_groups),
+        "teacher_group_mask": group_sizes(group_ids, num_groups) > 0,
+        "teacher_top_probs": stats["top_probs"].reshape(b, num_groups, k),
+        "teacher_top_ids": stats["top_ids"].reshape(b, num_groups, k),
+        "teacher_tail_mass": stats["tail_mass"].reshape(b, num_groups),
+    }
+    if "unmatched_mass" in stats:
+        out["teacher_unmatched_mass"] = stats["unmatched_mass"].reshape(b, num_groups)
+    return out
+
+
+@torch.no_grad()
+def _compressed_groups(
+    logits, response_ids, group_ids, num_groups, temperature, merge, topk, matched=None, token_logprobs=None,
+    chunk_elements: int | None = CHUNK_ELEMENTS,
+) -> dict[str, torch.Tensor]:
+    """compress_teacher_groups over a batch, piece by piece (row_chunks), without gradient.
+    Returns flat [B * G, ...] tensors: span, top_probs, top_ids (int32), tail_mass (+ unmatched_mass);
+    zeros for groups without tokens."""
+    b, r, vocab = logits.shape
+    _check_inputs(logits, response_ids, group_ids, num_groups)
+    flat, ids = logits.reshape(b * r, vocab), response_ids.reshape(-1)
+    given = None if token_logprobs is None else token_logprobs.reshape(-1)
+    k = vocab if topk is None else min(topk, vocab)
+    total = b * num_groups
+    # Written piece by piece into the final tensors: at full k they are [B * G, V] each, so no
+    # second copy (a concatenation of the pieces) is ever made.
+    out = {"span": logits.new_zeros(total, dtype=torch.float32), "tail_mass": logits.new_zeros(total, dtype=torch.float32),
+           "top_probs": logits.new_zeros(total, k, dtype=torch.float32),
+           "top_ids": torch.zeros(total, k, dtype=torch.int32, device=logits.device)}
+    if matched is not None:
+        out["unmatched_mass"] = logits.new_zeros(total, dtype=torch.float32)
+    for piece in row_chunks(group_ids, num_groups, _chunk_rows(vocab, chunk_elements)):
+        span, merged = _piece_measures(
+            flat[piece.rows], ids[piece.rows], piece.token_group, piece.groups.numel(), temperature, merge,
+            None if given is None else given[piece.rows],
+        )
+        stats = compress_teacher_groups(merged, span, topk, matched)
+        del merged
+        out["span"][piece.groups] = span
+        out["tail_mass"][piece.groups] = stats.tail_mass
+        out["top_probs"][piece.groups] = stats.top_probs
+        out["top_ids"][piece.groups] = stats.top_ids.to(torch.int32)
+        if matched is not None:
+            out["unmatched_mass"][piece.groups] = stats.unmatched_mass
     return out
 
 
@@ -162,12 +290,11 @@ def student_payload(
     ULD term: student_top_probs [B, G, k], student_tail_mass [B, G], student_group_mask [B, G].
     logits: [B, R, V_s] (temperature already applied) predicting response_ids [B, R]."""
     b = logits.shape[0]
-    measures = group_measures(logits, response_ids, group_ids, num_groups, 1.0, merge)
-    stats = compress_teacher_groups(measures.merged, measures.span_logprob.reshape(-1), topk)
+    stats = _compressed_groups(logits, response_ids, group_ids, num_groups, 1.0, merge, topk)
     return {
-        "student_top_probs": stats.top_probs.reshape(b, num_groups, -1),
-        "student_tail_mass": stats.tail_mass.reshape(b, num_groups),
-        "student_group_mask": measures.present,
+        "student_top_probs": stats["top_probs"].reshape(b, num_groups, -1),
+        "student_tail_mass": stats["tail_mass"].reshape(b, num_groups),
+        "student_group_mask": group_sizes(group_ids, num_groups) > 0,
     }
 
 
@@ -182,12 +309,13 @@ def uld_between_payloads(student: dict[str, torch.Tensor], teacher: dict[str, to
 
 
 def stats_from_payload(payload: dict[str, torch.Tensor]) -> TeacherGroupStats:
-    """Flatten a [B, G, ...] teacher payload into TeacherGroupStats over M = B * G groups."""
+    """Flatten a [B, G, ...] teacher payload into TeacherGroupStats over M = B * G groups. Ids keep
+    the payload's int32 (at full k they are [M, V]; _select_groups widens one piece at a time)."""
     unmatched = payload.get("teacher_unmatched_mass")
     return TeacherGroupStats(
         span_logprob=payload["teacher_span_logprobs"].reshape(-1),
         top_probs=payload["teacher_top_probs"].flatten(0, 1).float(),
-        top_ids=payload["teacher_top_ids"].flatten(0, 1).long(),
+        top_ids=payload["teacher_top_ids"].flatten(0, 1),
         tail_mass=payload["teacher_tail_mass"].reshape(-1).float(),
         unmatched_mass=None if unmatched is None else unmatched.reshape(-1).float(),
     )
@@ -215,13 +343,16 @@ def student_gold_loss(
     beta: float = 0.5,
     reduction: str = "token_mean",
     max_len: int | None = None,
+    chunk_elements: int | None = CHUNK_ELEMENTS,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """GOLD loss of the student against the teacher payload, with gradient through `logits`.
 
     logits: [B, R, V_s] predicting response_ids [B, R]; group_ids: [B, R] student group ids;
     payload: teacher_payload output for the same groups (G = payload's second dim).
     Returns (scalar loss, metrics): ULD, or hybrid when `hybrid` is given, per group, reduced over
-    groups present on both sides.
+    groups present on both sides. Computed in pieces of about chunk_elements logits (row_chunks;
+    None: one piece), each recomputed in backward, so memory above the logits and their gradient
+    stays near a few [chunk, V] float32 tensors.
     """
     payload_batch, num_groups = payload["teacher_span_logprobs"].shape
     if payload_batch != logits.shape[0]:
@@ -229,31 +360,61 @@ def student_gold_loss(
             f"the teacher payload holds {payload_batch} samples but the student logits {logits.shape[0]}; "
             "the payload must be computed for the same (micro-)batch, in the same order."
         )
-    measures = group_measures(logits, response_ids, group_ids, num_groups, temperature, merge)
+    b, r, vocab = logits.shape
+    _check_inputs(logits, response_ids, group_ids, num_groups)
     teacher = stats_from_payload(payload)
-    mask = measures.present & payload["teacher_group_mask"].bool()
-    metrics = {}
-    if hybrid is None:
-        per_group, bound = uld_loss(measures.merged, teacher, student_topk)
-        metrics["gold/uld_distance"] = per_group
-    else:
-        if teacher.unmatched_mass is None:
-            raise ValueError(
-                "hybrid GOLD loss without the teacher's unmatched mass in the payload. Fix: set gold.hybrid "
-                "for the whole run so the ref worker computes it"
-            )
+    if hybrid is not None and teacher.unmatched_mass is None:
+        raise ValueError(
+            "hybrid GOLD loss without the teacher's unmatched mass in the payload. Fix: set gold.hybrid "
+            "for the whole run so the ref worker computes it"
+        )
+    mask = (group_sizes(group_ids, num_groups) > 0) & payload["teacher_group_mask"].bool()
+
+    def piece_loss(rows, ids, token_group, groups):
+        _, merged = _piece_measures(rows, ids, token_group, groups.numel(), temperature, merge)
+        t = _select_groups(teacher, groups)
+        if hybrid is None:
+            distance, bound = uld_loss(merged, t, student_topk)
+            return {"loss": distance, "bound": bound, "gold/uld_distance": distance}
         parts = hybrid_loss(
-            measures.merged, teacher, hybrid.teacher_to_student, hybrid.student_matched, beta,
+            merged, t, hybrid.teacher_to_student, hybrid.student_matched, beta,
             hybrid.matched_weight, hybrid.unmatched_weight, student_topk,
         )
-        per_group, bound = parts["loss"], parts["l1_bound"]
-        metrics["gold/hybrid_jsd"], metrics["gold/uld_distance"] = parts["jsd"], parts["l1"]
-    per_group = per_group.reshape(mask.shape)
-    loss = reduce_group_loss(per_group, mask, reduction, max_len)
+        out = {"loss": parts["loss"], "bound": parts["bound"], "gold/hybrid_jsd": parts["jsd"], "gold/uld_distance": parts["l1"]}
+        if "jsd_bound" in parts:
+            out["gold/hybrid_jsd_error_bound"] = parts["jsd_bound"]
+        return out
+
+    flat, ids = logits.reshape(b * r, vocab), response_ids.reshape(-1)
+    pieces = row_chunks(group_ids, num_groups, _chunk_rows(vocab, chunk_elements))
+    # Several pieces with gradient: each is recomputed in backward (checkpoint), so only one piece's
+    # [rows, V] temporaries are alive at a time.
+    recompute = len(pieces) > 1 and torch.is_grad_enabled() and logits.requires_grad
+    parts = [
+        (checkpoint(piece_loss, *args, use_reentrant=False) if recompute else piece_loss(*args))
+        for args in ((flat[p.rows], ids[p.rows], p.token_group, p.groups) for p in pieces)
+    ]
+    if parts:
+        per = _scatter_groups(pieces, parts, b * num_groups)
+    else:  # no group has tokens: zero loss, still connected to the logits (a caller may call backward)
+        per = {"loss": flat[:0].float().sum() + logits.new_zeros(b * num_groups).float(), "bound": logits.new_zeros(b * num_groups).float()}
+    loss = reduce_group_loss(per.pop("loss").reshape(mask.shape), mask, reduction, max_len)
+    bound = per.pop("bound")
     flat_mask = mask.reshape(-1)
     n = flat_mask.sum().clamp(min=1)
-    metrics = {key: float((value.detach() * flat_mask).sum() / n) for key, value in metrics.items()}
+    metrics = {key: float((value.detach() * flat_mask).sum() / n) for key, value in per.items()}
     metrics["gold/loss"] = float(loss.detach())
     metrics["gold/topk_error_bound"] = float((bound * flat_mask).sum() / n)
     metrics["gold/topk_tail_mass"] = float((teacher.tail_mass * flat_mask).sum() / n)
     return loss, metrics
+
+
+def _select_groups(stats: TeacherGroupStats, groups: torch.Tensor) -> TeacherGroupStats:
+    """The statistics of some groups: groups int64 [U] flat ids -> TeacherGroupStats over U (ids int64)."""
+    return TeacherGroupStats(
+        span_logprob=stats.span_logprob[groups],
+        top_probs=stats.top_probs[groups],
+        top_ids=stats.top_ids[groups].long(),
+        tail_mass=stats.tail_mass[groups],
+        unmatched_mass=None if stats.unmatched_mass is None else stats.unmatched_mass[groups],
+    )

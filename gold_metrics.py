@@ -59,3 +59,13 @@ def respelled_metric(views) -> dict[str, float]:
     """Share of responses whose text the teacher's tokens spell differently (TeacherView.respelled:
     its normalizer changed the text, so the teacher reads e.g. NFC or a space for a literal "\u2581")."""
     return {"gold/teacher_respelled_share": sum(v.respelled for v in views) / max(len(views), 1)}
+
+
+def turn_metrics(num_turns: list[int], loss_mask: torch.Tensor, response_mask: torch.Tensor) -> dict[str, float]:
+    """Multi-turn rollouts: turns_per_rollout, the mean number of assistant turns (num_turns, one
+    per rollout); assistant_token_share, the share of response tokens the student wrote (loss mask
+    1; the rest are observations and template tokens between turns). loss_mask, response_mask: [B, R]."""
+    return {
+        "gold/turns_per_rollout": sum(num_turns) / max(len(num_turns), 1),
+        "gold/assistant_token_share": float((loss_mask > 0).sum() / (response_mask > 0).sum().clamp(min=1)),
+    }

@@ -23,9 +23,10 @@ import torch
 
 from .config import needs_teacher_distributions
 from .gold_forward import PAYLOAD_KEYS, TEACHER_INPUT_KEYS, HybridTables, student_gold_loss, student_payload, teacher_payload
-from .gold_metrics import alignment_metrics, respelled_metric, response_end_metrics, span_ratio_metric
+from .gold_metrics import alignment_metrics, respelled_metric, response_end_metrics, span_ratio_metric, turn_metrics
 from .losses import span_logprobs, span_rewards
-from .teacher_view import build_teacher_views, collate_views
+from .multiturn_view import build_rollout_views
+from .teacher_view import collate_views
 
 
 def compute_device() -> torch.device:
@@ -33,19 +34,27 @@ def compute_device() -> torch.device:
 
 
 def add_teacher_view(
-    batch, responses: list[list[int]], prompts, student_tokenizer, teacher_tokenizer, gold, same_vocab: bool
+    batch, responses: list[list[int]], prompts, student_tokenizer, teacher_tokenizer, gold, same_vocab: bool,
+    loss_masks: list[list[int]] | None = None, conversations: list[list[dict]] | None = None,
+    one_assistant_message: bool = False,
 ) -> dict[str, float]:
     """Teacher view and alignment (GOLD.md steps 2-3): adds teacher_sequences [B, T_t],
     teacher_attention_mask [B, T_t], teacher_group_ids [B, R_t], student_group_ids [B, R_s]
     and metadata gold_num_groups to `batch`; returns the alignment metrics. Rows SkyRL appended for
-    data parallelism (beyond len(responses)) get no groups."""
+    data parallelism (beyond len(responses)) get no groups.
+
+    Multi-turn rollouts (multiturn_view.build_rollout_views): loss_masks are the generator's, per
+    response; conversations, per response, the messages the generator appended after env.init's
+    (GOLDGymGenerator's gold_response_messages); one_assistant_message: SkyRL's
+    generator.use_conversation_multi_turn=false. Only loss-mask-1 tokens get a group."""
     n, width = len(responses), batch["response_mask"].shape[1]
     start = time.perf_counter()
     truncated, view_metrics = 0.0, {}
+    loss_masks = loss_masks if loss_masks is not None else [[1] * len(r) for r in responses]
     if same_vocab:
-        # Same vocabulary: the teacher reads the student's own tokens, one group per token.
+        # Same vocabulary: the teacher reads the student's own tokens, one group per assistant token.
         positions = torch.arange(width).expand(n, width)
-        groups = torch.where(batch["response_mask"][:n] > 0, positions, -1)
+        groups = torch.where(batch["loss_mask"][:n] > 0, positions, -1)
         tensors = {
             "teacher_sequences": batch["sequences"][:n],
             "teacher_attention_mask": batch["attention_mask"][:n],
@@ -61,11 +70,11 @@ def add_teacher_view(
                 "generate() with GOLDGymGenerator and keep trainer.algorithm.dynamic_sampling.type=null"
             )
         eos_ids = gold.student_eos_token_ids
-        views = build_teacher_views(
-            responses, list(prompts), student_tokenizer, teacher_tokenizer,
+        views = build_rollout_views(
+            responses, loss_masks, list(prompts), conversations, student_tokenizer, teacher_tokenizer,
+            one_assistant_message=one_assistant_message, fold_system_message=gold.fold_system_message,
             student_eos_ids=frozenset(eos_ids) if eos_ids else None,
-            max_teacher_length=gold.max_teacher_length,
-            teacher_end_token=gold.teacher_end_token, fold_system_message=gold.fold_system_message,
+            max_teacher_length=gold.max_teacher_length, teacher_end_token=gold.teacher_end_token,
         )
         collated = collate_views(views, teacher_tokenizer.pad_token_id, student_response_length=width)
         tensors = {
@@ -77,6 +86,8 @@ def add_teacher_view(
         num_groups = collated.num_groups
         truncated = sum(v.truncated for v in views) / n
         view_metrics = {**response_end_metrics(views), **respelled_metric(views)}
+    turns = [max(sum(m.get("role") == "assistant" for m in c), 1) for c in conversations] if conversations else [1] * n
+    view_metrics.update(turn_metrics(turns, batch["loss_mask"][:n], batch["response_mask"][:n]))
     pad = batch.batch_size - n
     for key, value in tensors.items():
         filler = value[:pad].clone() if key in TEACHER_INPUT_KEYS[:2] else torch.full_like(value[:pad], -1)

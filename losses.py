@@ -183,29 +183,62 @@ def sorted_l1_from_top(
     return estimate, 2.0 * torch.minimum(p_tail, q_tail).detach()
 
 
-def _kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
-    """KL(a || b) over the last dim for floored log-probs. [M, A] -> [M]."""
-    return (log_a.exp() * (log_a - log_b)).sum(-1)
+def jsd_terms(student_logp: torch.Tensor, teacher_logp: torch.Tensor, beta: float = 0.5) -> torch.Tensor:
+    """Per-entry terms of the generalized Jensen-Shannon divergence (TRL's GOLDConfig.beta convention).
 
-
-def generalized_jsd(student_logp: torch.Tensor, teacher_logp: torch.Tensor, beta: float = 0.5) -> torch.Tensor:
-    """Generalized Jensen-Shannon divergence per row (TRL's GOLDConfig.beta convention).
-
-    student_logp, teacher_logp: [M, A] normalized log-probs. beta=0: KL(teacher || student);
-    beta=1: KL(student || teacher); otherwise with m = beta * teacher + (1 - beta) * student,
-    beta * KL(teacher || m) + (1 - beta) * KL(student || m). Returns [M].
+    student_logp, teacher_logp: [M, A] normalized log-probs -> [M, A], summing to the divergence.
+    beta=0: KL(teacher || student); beta=1: KL(student || teacher); otherwise with
+    m = beta * teacher + (1 - beta) * student, beta * KL(teacher || m) + (1 - beta) * KL(student || m).
     Log-probs are floored at LOG_FLOOR, so zero-probability entries (-inf) add nothing and a KL
     that is infinite in theory (support mismatch) is large and finite, with finite gradients.
     """
     student_logp, teacher_logp = student_logp.clamp(min=LOG_FLOOR), teacher_logp.clamp(min=LOG_FLOOR)
     if beta == 0.0:
-        return _kl(teacher_logp, student_logp)
+        return teacher_logp.exp() * (teacher_logp - student_logp)
     if beta == 1.0:
-        return _kl(student_logp, teacher_logp)
-    mixture = torch.logsumexp(
-        torch.stack([teacher_logp + math.log(beta), student_logp + math.log(1.0 - beta)]), dim=0
+        return student_logp.exp() * (student_logp - teacher_logp)
+    mixture = torch.logaddexp(teacher_logp + math.log(beta), student_logp + math.log(1.0 - beta))
+    return beta * teacher_logp.exp() * (teacher_logp - mixture) + (1.0 - beta) * student_logp.exp() * (
+        student_logp - mixture
     )
-    return beta * _kl(teacher_logp, mixture) + (1.0 - beta) * _kl(student_logp, mixture)
+
+
+def generalized_jsd(student_logp: torch.Tensor, teacher_logp: torch.Tensor, beta: float = 0.5) -> torch.Tensor:
+    """Generalized Jensen-Shannon divergence per row: jsd_terms summed. [M, A], [M, A] -> [M]."""
+    return jsd_terms(student_logp, teacher_logp, beta).sum(-1)
+
+
+def _xlogy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """x * log(y) with 0 where x == 0 (also when y == 0)."""
+    return torch.where(x > 0, x * torch.log(torch.where(x > 0, y, 1.0)), 0.0)
+
+
+def spread_jsd_bound(
+    estimate: torch.Tensor, student_mass: torch.Tensor, teacher_mass: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """Bound on the error of the generalized JSD terms of entries whose teacher probabilities are
+    unknown (only their sum is), when each is estimated (e.g. by an even spread).
+
+    estimate: [M] the estimated sum of those entries' terms; student_mass P, teacher_mass Q: [M]
+    their total normalized masses. For 0 < beta < 1 the exact sum S of the terms
+    f(p, q) = (1 - b) p log(p / m) + b q log(q / m), m = b q + (1 - b) p, lies in [L, U] with
+    f0 = (1 - b) log(1 / (1 - b)) P (the terms at q = 0):
+      U = f0 + b Q log(1 / b)                       (m >= (1 - b) p and m >= b q),
+      L = max(f(P, Q),                               (joint convexity: pooling lowers it)
+              f0 - b Q + b Q log(Q / (b Q + (1 - b) P)))  (log(1 + x) <= x; log-sum inequality).
+    Returns max(U - estimate, estimate - L) >= 0 [M]. Requires 0 < beta < 1: at beta 0 or 1 one
+    of the KLs is unbounded (an unknown teacher probability may be 0), and the spread is an estimate.
+    """
+    b = beta
+    mix = b * teacher_mass + (1.0 - b) * student_mass
+    f0 = (1.0 - b) * math.log(1.0 / (1.0 - b)) * student_mass
+    upper = f0 + b * teacher_mass * math.log(1.0 / b)
+    pooled = (1.0 - b) * _xlogy(student_mass, student_mass / mix.clamp(min=1e-30)) + b * _xlogy(
+        teacher_mass, teacher_mass / mix.clamp(min=1e-30)
+    )
+    spread = f0 - b * teacher_mass + b * _xlogy(teacher_mass, teacher_mass / mix.clamp(min=1e-30))
+    lower = torch.maximum(torch.maximum(pooled, spread), torch.zeros_like(pooled))
+    return torch.maximum(upper - estimate, estimate - lower).clamp(min=0.0)
 
 
 @dataclass
@@ -286,62 +319,85 @@ def hybrid_loss(
     The tables may be shorter than the models' vocabularies (padded output layers): the extra
     model entries are unmatched.
     Matched part: JSD over the atoms {each matched entry, all unmatched mass}, both sides
-    normalized; matched entries outside the teacher's top k are pooled into one atom, which is
-    empty when k covers the vocabulary (then the result is exact). Unmatched part: sorted L1 of
-    the unmatched entries. Returns per-group tensors [M]: loss, jsd, l1, l1_bound.
+    normalized (hybrid_jsd). Unmatched part: sorted L1 of the unmatched entries.
+    Returns per-group tensors [M]: loss, jsd, l1, l1_bound, and for 0 < beta < 1 jsd_bound; bound =
+    matched_weight * jsd_bound + unmatched_weight * l1_bound bounds the whole loss's top-k error
+    (at beta 0 or 1 it covers the L1 part only: the JSD part is then an estimate, see hybrid_jsd).
     """
     p = student_logm.exp()
-    q_top, q_total = teacher.top_probs, teacher.total_mass
     student_matched = fit_to_vocab(student_matched, p.shape[-1], False, "student_matched (student tokenizer vocabulary)")
-
-    n_teacher = teacher_to_student.shape[0]
-    mapped = torch.where(teacher.top_ids < n_teacher, teacher_to_student[teacher.top_ids.clamp(max=n_teacher - 1)], -1)
+    mapped = _teacher_top_on_student(teacher.top_ids, teacher_to_student)
     is_matched = mapped >= 0
-    q_atoms = torch.where(is_matched, q_top, 0.0)
-    q_unmatched_mass = teacher.unmatched_mass
-    p_unmatched_mass = torch.where(student_matched, 0.0, p).sum(-1)
-    # Matched entries outside the top k, pooled; exactly empty when the top k holds all of them.
-    all_in_top = is_matched.sum(-1) == int((teacher_to_student >= 0).sum())
-    q_pooled = torch.where(all_in_top, 0.0, (q_total - q_unmatched_mass - q_atoms.sum(-1)).clamp(min=0.0))
-    q_dist = torch.cat([q_atoms, q_pooled[:, None], q_unmatched_mass[:, None]], dim=-1)
-    jsd = generalized_jsd(_student_atom_logs(student_logm, mapped, student_matched, all_in_top), _normalized_log(q_dist), beta)
+    jsd, jsd_bound = hybrid_jsd(student_logm, teacher, mapped, student_matched, beta)
 
     # The teacher's top-k holds its largest unmatched entries in order; compare that many ranks.
-    q_unmatched_top = torch.sort(torch.where(is_matched, 0.0, q_top), dim=-1, descending=True).values
+    q_unmatched_top = torch.sort(torch.where(is_matched, 0.0, teacher.top_probs), dim=-1, descending=True).values
     p_unmatched_top = _sorted_desc(torch.where(student_matched, 0.0, p), student_topk)
-    l1, bound = sorted_l1_from_top(
-        p_unmatched_top, p_unmatched_mass, q_unmatched_top, q_unmatched_mass, known=(~is_matched).sum(-1)
+    l1, l1_bound = sorted_l1_from_top(
+        p_unmatched_top, torch.where(student_matched, 0.0, p).sum(-1), q_unmatched_top, teacher.unmatched_mass,
+        known=(~is_matched).sum(-1),
     )
-    return {
-        "loss": matched_weight * jsd + unmatched_weight * l1,
-        "jsd": jsd,
-        "l1": l1,
-        "l1_bound": bound,
-    }
+    parts = {"loss": matched_weight * jsd + unmatched_weight * l1, "jsd": jsd, "l1": l1, "l1_bound": l1_bound,
+             "bound": unmatched_weight * l1_bound}
+    if jsd_bound is not None:
+        parts["jsd_bound"] = jsd_bound
+        parts["bound"] = parts["bound"] + matched_weight * jsd_bound
+    return parts
 
 
-def _student_atom_logs(
-    student_logm: torch.Tensor, mapped: torch.Tensor, student_matched: torch.Tensor, all_in_top: torch.Tensor
-) -> torch.Tensor:
-    """The student's normalized log-probs of the hybrid atoms, computed in log space.
+def _teacher_top_on_student(top_ids: torch.Tensor, teacher_to_student: torch.Tensor) -> torch.Tensor:
+    """Student ids of the teacher's kept entries: top_ids [M, k] -> [M, k], -1 where unmatched
+    (including model ids past the teacher tokenizer's vocabulary)."""
+    n_teacher = teacher_to_student.shape[0]
+    return torch.where(top_ids < n_teacher, teacher_to_student[top_ids.clamp(max=n_teacher - 1)], -1)
 
-    student_logm: [M, Vs]; mapped: [M, k] student ids of the teacher's top-k entries (-1
-    unmatched); student_matched: bool [Vs]; all_in_top: bool [M]. Returns [M, k + 2]: the matched
-    atoms, the pooled matched entries outside the top k, the unmatched mass. Log space because a
-    chain-merged measure can underflow to 0 in probability space (then the gradient of log is
-    inf * 0 = NaN); entries are floored at LOG_FLOOR.
+
+def hybrid_jsd(
+    student_logm: torch.Tensor,
+    teacher: TeacherGroupStats,
+    mapped: torch.Tensor,
+    student_matched: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Matched part of the hybrid loss: generalized JSD over the atoms {each matched student entry,
+    the unmatched mass}, both sides normalized, with a bound on the top-k error.
+
+    student_logm: [M, Vs]; teacher: compressed statistics (top-k, total and unmatched mass);
+    mapped: [M, k] student ids of the teacher's kept entries (-1 unmatched); student_matched: bool
+    [Vs] (the byte-equal map is one-to-one). The teacher's probabilities of matched entries outside
+    its top k are known only through their sum; each gets an even share of it (the JSD then uses
+    every student entry, unlike pooling them into one atom, which drops their divergence). Exact
+    when the top k holds every matched entry. Student side in log space: a chain-merged measure
+    can underflow to 0 in probability space (the gradient of log would be inf * 0 = NaN).
+    Returns (jsd [M], bound [M] on |jsd - exact| from spread_jsd_bound, or None at beta 0 or 1).
     """
-    # Floored first: a logsumexp over -inf inputs from the measure itself has a NaN gradient.
-    student_logm = student_logm.clamp(min=LOG_FLOOR)
-    is_matched = mapped >= 0
+    logs = student_logm.clamp(min=LOG_FLOOR)
+    s_log = logs - logs.logsumexp(-1, keepdim=True)
+    s_unmatched = torch.where(student_matched, float("-inf"), s_log).logsumexp(-1, keepdim=True)
+    s_atoms = torch.cat([torch.where(student_matched, s_log, float("-inf")), s_unmatched], dim=-1)
+
+    is_known = mapped >= 0
     index = mapped.clamp(min=0)
-    atoms = torch.where(is_matched, student_logm.gather(1, index), float("-inf"))
-    in_top = torch.zeros_like(student_logm, dtype=torch.int32).scatter_add(1, index, is_matched.int()) > 0
-    pooled = torch.where(student_matched & ~in_top, student_logm, float("-inf")).logsumexp(-1)
-    pooled = torch.where(all_in_top, float("-inf"), pooled)
-    unmatched = torch.where(student_matched, float("-inf"), student_logm).logsumexp(-1)
-    logs = torch.cat([atoms, pooled[:, None], unmatched[:, None]], dim=-1).clamp(min=LOG_FLOOR)
-    return logs - logs.logsumexp(-1, keepdim=True)
+    known = torch.zeros_like(s_log, dtype=torch.bool).scatter(1, index, is_known) & student_matched
+    spread_entries = (student_matched.sum() - is_known.sum(-1)).to(s_log.dtype)
+    q_total = teacher.total_mass
+    q_known = torch.where(is_known, teacher.top_probs, 0.0)
+    q_spread = (q_total - teacher.unmatched_mass - q_known.sum(-1)).clamp(min=0.0)
+    share = torch.where(spread_entries > 0, q_spread / spread_entries.clamp(min=1.0), 0.0)
+    # Each matched entry holds the even share; kept entries get share + (q - share) = q (one-to-one map).
+    q = torch.where(student_matched, share[:, None], 0.0).scatter_add(1, index, torch.where(is_known, q_known - share[:, None], 0.0))
+    t_atoms = _normalized_log(torch.cat([q, teacher.unmatched_mass[:, None]], dim=-1))
+    terms = jsd_terms(s_atoms, t_atoms, beta)
+    jsd = terms.sum(-1)
+    if beta <= 0.0 or beta >= 1.0:
+        return jsd, None
+    with torch.no_grad():
+        spread = student_matched & ~known
+        estimate = torch.where(spread, terms[:, :-1], 0.0).sum(-1)
+        student_mass = torch.where(spread, s_log.exp(), 0.0).sum(-1)
+        teacher_mass = torch.where(q_total > 0, q_spread / q_total.clamp(min=1e-30), 0.0)
+        bound = spread_jsd_bound(estimate, student_mass, teacher_mass, beta)
+    return jsd, bound
 
 
 def _normalized_log(measure: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,10 @@ response token sequences into aligned spans. `collate_views` pads a batch of vie
 from __future__ import annotations
 
 import json
+import os
 import weakref
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -26,8 +29,9 @@ class TeacherView:
 
     prompt_ids / response_ids: teacher token ids of the rendered prompt and of the response.
     student_groups: int64 [n_student_response]; teacher_groups: int64 [n_teacher_response]; both
-    non-decreasing, and every group id in [0, G) holds at least one token on each side. -1 marks a
-    token cut by the teacher-context truncation (the only tokens without a group).
+    non-decreasing where >= 0, and every group id in [0, G) holds at least one token on each side.
+    -1 marks a token cut by the teacher-context truncation and, in a multi-turn view
+    (multiturn_view.build_multiturn_view), the observation and template tokens between turns.
     num_groups: G (the EOS group, when present, is the last one); 0 for a response without tokens.
     unfinished: the response has no final end token (cut at the length limit) and was scored as if
     it ended there: the teacher's end token joins its last group (see build_teacher_view).
@@ -35,6 +39,8 @@ class TeacherView:
     respelled: the teacher's tokens of the completion spell a different text than the student's
     (its normalizer changed it: NFC, a literal "\u2581" read as a space, a prefix added around an
     added token); the groups still cover the student's text, from the teacher's character offsets.
+    num_turns: assistant turns in the rollout; completion_text, ended_with_eos and unfinished
+    describe its last one.
     """
 
     prompt_ids: list[int]
@@ -47,6 +53,7 @@ class TeacherView:
     unfinished: bool = False
     truncated: bool = False
     respelled: bool = False
+    num_turns: int = 1
 
 
 def render_prompt(tokenizer, prompt: Prompt, fold_system_message: bool = False) -> list[int]:
@@ -162,13 +169,12 @@ def tokenize_completion(tokenizer, text: str) -> tuple[list[int], DecodedTokens]
     """
     # The Rust tokenizer directly: the same encoding as tokenizer(text), without converting
     # offsets to Python lists that only the rare normalized case reads.
+    # encode_batch of one text, not encode: it releases the GIL, so build_teacher_views' threads
+    # tokenize in parallel. The flag is left alone when set (build_teacher_views sets it once: a
+    # change while another thread encodes would fail).
     backend = tokenizer.backend_tokenizer
-    restore = backend.encode_special_tokens
-    backend.encode_special_tokens = True
-    try:
-        encoding = backend.encode(text, add_special_tokens=False)
-    finally:
-        backend.encode_special_tokens = restore
+    with _special_tokens_as_text(backend):
+        encoding = backend.encode_batch([text], add_special_tokens=False)[0]
     ids = encoding.ids
     table = token_bytes(tokenizer)
     if table.preserves(text):
@@ -177,6 +183,19 @@ def tokenize_completion(tokenizer, text: str) -> tuple[list[int], DecodedTokens]
     if decoded.text == text:
         return ids, decoded
     return ids, replace(_spans_from_char_offsets(text, encoding.offsets), respelled=True)
+
+
+@contextmanager
+def _special_tokens_as_text(backend):
+    """Within the block the Rust tokenizer reads special-token strings as plain text."""
+    if backend.encode_special_tokens:
+        yield
+        return
+    backend.encode_special_tokens = True
+    try:
+        yield
+    finally:
+        backend.encode_special_tokens = False
 
 
 def _spans_from_char_offsets(text: str, offsets) -> DecodedTokens:
@@ -269,27 +288,43 @@ def build_teacher_view(
 
     if prompt_ids is None:
         prompt_ids = render_prompt(teacher_tokenizer, prompt, fold_system_message)
-    truncated = max_teacher_length is not None and len(prompt_ids) + len(teacher_ids) > max_teacher_length
-    if truncated:
-        keep = max(max_teacher_length - len(prompt_ids), 0)
-        prompt_ids = prompt_ids[len(prompt_ids) - min(len(prompt_ids), max_teacher_length) :]
-        # Groups before the one holding the first cut teacher token are complete on both sides.
-        first_incomplete = int(teacher_groups[keep]) if keep < len(teacher_ids) else num_groups
-        teacher_ids = teacher_ids[:keep]
-        teacher_groups = np.where(teacher_groups[:keep] < first_incomplete, teacher_groups[:keep], -1)
-        student_groups = np.where(student_groups < first_incomplete, student_groups, -1)
-        num_groups = first_incomplete
-    return TeacherView(
-        prompt_ids=list(prompt_ids),
-        response_ids=teacher_ids,
-        completion_text=student.text,
-        student_groups=student_groups,
-        teacher_groups=teacher_groups,
-        num_groups=num_groups,
-        ended_with_eos=ended_with_eos,
-        unfinished=unfinished,
-        truncated=truncated,
-        respelled=respelled,
+    return truncate_view(
+        TeacherView(
+            prompt_ids=list(prompt_ids),
+            response_ids=teacher_ids,
+            completion_text=student.text,
+            student_groups=student_groups,
+            teacher_groups=teacher_groups,
+            num_groups=num_groups,
+            ended_with_eos=ended_with_eos,
+            unfinished=unfinished,
+            respelled=respelled,
+        ),
+        max_teacher_length,
+    )
+
+
+def truncate_view(view: TeacherView, max_teacher_length: int | None) -> TeacherView:
+    """The view cut to max_teacher_length teacher tokens (the truncation policy of
+    build_teacher_view): the teacher response is cut at the end and every group from the first one
+    with a cut teacher token on gets -1 on both sides; a prompt longer than the limit keeps only its
+    last max_teacher_length tokens and no response. Unchanged when it fits."""
+    prompt_ids, teacher_ids = view.prompt_ids, view.response_ids
+    if max_teacher_length is None or len(prompt_ids) + len(teacher_ids) <= max_teacher_length:
+        return view
+    keep = max(max_teacher_length - len(prompt_ids), 0)
+    # Groups ids rise along the response, so every group below the smallest one with a cut token
+    # is complete on both sides (tokens without a group, -1, may sit anywhere).
+    cut = view.teacher_groups[keep:]
+    first_incomplete = int(cut[cut >= 0].min()) if (cut >= 0).any() else view.num_groups
+    return replace(
+        view,
+        prompt_ids=prompt_ids[len(prompt_ids) - min(len(prompt_ids), max_teacher_length) :],
+        response_ids=teacher_ids[:keep],
+        teacher_groups=np.where(view.teacher_groups[:keep] < first_incomplete, view.teacher_groups[:keep], -1),
+        student_groups=np.where(view.student_groups < first_incomplete, view.student_groups, -1),
+        num_groups=first_incomplete,
+        truncated=True,
     )
 
 
@@ -313,23 +348,39 @@ def build_teacher_views(
     student_tokenizer,
     teacher_tokenizer,
     fold_system_message: bool = False,
+    workers: int | None = None,
     **kwargs,
 ) -> list[TeacherView]:
-    """build_teacher_view over a batch; each distinct prompt is rendered once (GRPO repeats them)."""
+    """build_teacher_view over a batch; each distinct prompt is rendered once (GRPO repeats them).
+
+    workers: threads that build views in parallel (default: the CPUs this process may use, at
+    most 32). The teacher tokenization, most of a view's cost, runs in the Rust tokenizer without
+    the GIL, so threads scale it over the cores; results are the same as one at a time, in order.
+    """
     if len(responses) != len(prompts):
         raise ValueError(f"got {len(responses)} responses but {len(prompts)} prompts; they must pair up")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers={workers}; use a positive thread count or None (all available CPUs)")
     rendered: dict[str, list[int]] = {}
-    views = []
-    for response, prompt in zip(responses, prompts):
+    keys = []
+    for prompt in prompts:
         key = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
         if key not in rendered:
             rendered[key] = render_prompt(teacher_tokenizer, prompt, fold_system_message)
-        views.append(
-            build_teacher_view(
-                response, prompt, student_tokenizer, teacher_tokenizer, prompt_ids=rendered[key], **kwargs
-            )
+        keys.append(key)
+
+    def build(i: int) -> TeacherView:
+        return build_teacher_view(
+            responses[i], prompts[i], student_tokenizer, teacher_tokenizer, prompt_ids=rendered[keys[i]], **kwargs
         )
-    return views
+
+    workers = min(workers or min(len(os.sched_getaffinity(0)), 32), max(len(responses), 1))
+    if workers == 1 or len(responses) < 2:
+        return [build(i) for i in range(len(responses))]
+    # The first view fills the per-tokenizer caches (byte tables, end tokens) before threads share them.
+    first = build(0)
+    with _special_tokens_as_text(teacher_tokenizer.backend_tokenizer), ThreadPoolExecutor(workers) as pool:
+        return [first, *pool.map(build, range(1, len(responses)))]
 
 
 @dataclass

@@ -10,12 +10,14 @@ process so their peak memory (high-water mark above the inputs) is their own.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,7 @@ from gold_distillation.config import GOLDConfig
 from gold_distillation.gold_forward import student_gold_loss, teacher_payload
 from gold_distillation.gold_setup import hybrid_tables
 from gold_distillation.gold_setup import load_tokenizer as load_gold_tokenizer
-from gold_distillation.teacher_view import build_teacher_view, tokenize_completion
+from gold_distillation.teacher_view import build_teacher_view, build_teacher_views, tokenize_completion
 
 BENCH = Path(__file__).resolve().parent
 TOKENIZERS = Path(os.environ.get("GOLD_TOKENIZERS", BENCH.parent.parent / "shared" / "tokenizers"))
@@ -60,7 +62,9 @@ def _subprocess_json(cmd: list[str], spec: dict) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(spec, f)
     try:
-        env = dict(os.environ, BENCH_THREADS=str(THREADS), PYTHONPATH=str(BENCH))
+        # Prepended, so a checkout on PYTHONPATH (a worktree's gold_distillation) stays ahead of the install.
+        env = dict(os.environ, BENCH_THREADS=str(THREADS),
+                   PYTHONPATH=os.pathsep.join(p for p in (str(BENCH), os.environ.get("PYTHONPATH")) if p))
         done = subprocess.run(cmd + [f.name], capture_output=True, text=True, env=env, check=False)
     finally:
         os.unlink(f.name)
@@ -110,6 +114,42 @@ def bench_alignment(pair: str, sizes: list[int], budget_s: float) -> None:
             emit({"bench": "alignment", "pair": pair, "impl": f"trl-{answer['trl']}", **r,
                   "tokens_per_s": r["tokens"] / r["seconds"], "speedup_ours": r["seconds"] / ref["seconds"],
                   "groups_ours": ref["groups"]})
+
+
+def bench_alignment_batch(pair: str, rollouts: int, tokens: int, workers: list[int]) -> None:
+    """Throughput of build_teacher_views (the trainer's batch call) at several thread counts, on
+    `rollouts` different cuts of the corpus of `tokens` student tokens each; the views must be
+    identical to the one-thread run."""
+    student_tok, teacher_tok = (load_tokenizer(n) for n in PAIRS[pair])
+    all_ids = student_tok(corpus_text(12 * (tokens + rollouts)), add_special_tokens=False)["input_ids"]
+    responses = [all_ids[i : i + tokens] for i in range(rollouts)]
+    prompts = [PROMPT] * rollouts
+    build_teacher_views(responses[:2], prompts[:2], student_tok, teacher_tok)  # warm the per-tokenizer caches
+    reference, base = None, None
+    for n in workers:
+        t0 = time.perf_counter()
+        views = build_teacher_views(responses, prompts, student_tok, teacher_tok, workers=n)
+        seconds = time.perf_counter() - t0
+        key = [(v.response_ids, v.student_groups.tolist(), v.teacher_groups.tolist()) for v in views]
+        reference = reference or key
+        base = base or seconds
+        emit({"bench": "alignment_batch", "pair": pair, "workers": n, "rollouts": rollouts, "tokens": tokens,
+              "seconds": seconds, "tokens_per_s": rollouts * tokens / seconds, "speedup_vs_1": base / seconds,
+              "same_as_1_worker": key == reference, "cpus": len(os.sched_getaffinity(0)),
+              "machine_ceiling": thread_ceiling(n)})
+
+
+def thread_ceiling(workers: int) -> float:
+    """What `workers` threads of pure GIL-free work (hashlib on large buffers) gain over one, right
+    now: on a shared machine the cores other jobs hold are not ours to scale over."""
+    data = b"x" * (32 << 20)
+    timings = []
+    for n in (1, workers):
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(n) as pool:
+            list(pool.map(lambda _: hashlib.sha256(data).digest(), range(4 * workers)))
+        timings.append(time.perf_counter() - t0)
+    return timings[0] / timings[1]
 
 
 # ----------------------------------------------------------------------------- 2. loss
@@ -275,19 +315,29 @@ def summary() -> str:
             growth = mine[16384]["seconds"] / mine[4096]["seconds"]
             row("alignment", f"{pair} 16384 / 4096 tok", f"{growth:.2f}x", "-", "-", "<= 4.5x", growth <= 4.5)
     for r in RECORDS:
+        if r["bench"] == "alignment_batch" and r["workers"] > 1:
+            row("alignment batch", f"{r['pair']} {r['rollouts']} x {r['tokens']} tok, {r['workers']} vs 1 threads"
+                f" ({'same views' if r['same_as_1_worker'] else 'VIEWS DIFFER'}; GIL-free work gains"
+                f" {r.get('machine_ceiling', float('nan')):.2f}x here now)",
+                f"{r['tokens_per_s'] / 1e3:.0f}k tok/s", f"{r['tokens_per_s'] / r['speedup_vs_1'] / 1e3:.0f}k tok/s",
+                f"{r['speedup_vs_1']:.2f}x", ">= 1.7x" if r["workers"] == 2 else "-",
+                (r["speedup_vs_1"] >= 1.7 and r["same_as_1_worker"]) if r["workers"] == 2 else None)
+    for r in RECORDS:
         if r["bench"] == "loss" and r["impl"].startswith("ours"):
             case = f"{r['pair']} {r['variant']} {r['response_tokens']} tok {r['impl']}"
             if "error" in r:
                 row("loss", case, "failed (see jsonl)", "-", "-", "-", False)
                 continue
+            exact = r["impl"] == "ours-exact"
+            fwd_target, mem_target = (3, 1.0) if exact else (5, 0.5)
             row("loss fwd", case, f"{r['forward_s']:.2f} s", f"{r['forward_s'] * r['speedup_forward']:.2f} s",
-                f"{r['speedup_forward']:.1f}x", ">= 5x", r["speedup_forward"] >= 5)
+                f"{r['speedup_forward']:.1f}x", f">= {fwd_target}x", r["speedup_forward"] >= fwd_target)
             row("loss fwd+bwd", case, f"{r['forward_backward_s']:.2f} s",
                 f"{r['forward_backward_s'] * r['speedup_forward_backward']:.2f} s",
                 f"{r['speedup_forward_backward']:.1f}x", ">= 5x", r["speedup_forward_backward"] >= 5)
             row("loss peak mem", case, f"{r['peak_bytes'] / 2**30:.2f} GiB",
                 f"{r['peak_bytes'] / r['peak_memory_ratio'] / 2**30:.2f} GiB", f"{r['peak_memory_ratio']:.2f}",
-                "<= 0.5", r["peak_memory_ratio"] <= 0.5)
+                f"<= {mem_target}", r["peak_memory_ratio"] <= mem_target)
             if "rel_diff_vs_trl" in r:
                 same = r["variant"] == "uld"
                 row("loss value", case, f"{r['loss']:.6g}", f"{r['trl_loss']:.6g}",
@@ -305,6 +355,10 @@ def summary() -> str:
                 f"1/{1 / r['fraction_of_full']:.0f}", "<= 1/500", r["fraction_of_full"] <= 1 / 500)
             row("payload", f"{r['pair']} {r['variant']} loss error", f"{r['loss_rel_error'] * 100:.3f} %", "-", "-",
                 "<= 1 %", r["loss_rel_error"] <= 0.01)
+            error = abs(r["loss_topk"] - r["loss_exact"])
+            row("payload", f"{r['pair']} {r['variant']} logged bound (gold/topk_error_bound) vs error",
+                f"{r['topk_error_bound']:.4f}", f"{error:.4f}", f"{r['topk_error_bound'] / max(error, 1e-12):.1f}x error",
+                ">= error", r["topk_error_bound"] >= error)
     return "\n".join(lines)
 
 
@@ -314,7 +368,8 @@ def main() -> None:
     parser.add_argument("--summarize", nargs="+", metavar="JSONL",
                         help="print the summary table of earlier result files instead of running")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
-    parser.add_argument("--only", choices=("alignment", "loss", "loss-uld", "loss-hybrid", "payload"), action="append")
+    parser.add_argument("--only", choices=("alignment", "alignment-batch", "loss", "loss-uld", "loss-hybrid", "payload"),
+                        action="append")
     parser.add_argument("--budget", type=float, default=60.0,
                         help="seconds one TRL alignment may take before larger sizes are extrapolated")
     parser.add_argument("--loss-tokens", type=int, default=1024, help="response tokens of the loss cases")
@@ -333,11 +388,13 @@ def main() -> None:
     sizes = [64, 256] if args.quick else [256, 1024, 4096, 16384]
     loss_tokens = 64 if args.quick else args.loss_tokens
     small_tokens = 64 if args.quick else args.small_tokens
-    only = set(args.only or ("alignment", "loss", "payload"))
+    only = set(args.only or ("alignment", "alignment-batch", "loss", "payload"))
     started = time.perf_counter()
     if "alignment" in only:
         for pair in PAIRS:
             bench_alignment(pair, sizes, args.budget)
+    if "alignment-batch" in only:
+        bench_alignment_batch("llama3.1->qwen2.5", 32 if args.quick else 512, 256 if args.quick else 2048, [1, 2])
     if only & {"loss", "loss-uld"}:
         bench_loss("llama3.1->qwen2.5", loss_tokens, hybrid=False)
     if only & {"loss", "loss-hybrid"}:

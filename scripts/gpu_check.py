@@ -1,31 +1,41 @@
 #!/usr/bin/env python3
-"""GPU check of GOLD on skyrl-train 0.3.1: one CUDA GPU, world size 1, no Ray cluster, no vLLM.
+"""GPU check of GOLD on skyrl-train 0.3.1 (--skyrl 031) or skyrl 0.4.0 (--skyrl 040): one CUDA GPU,
+world size 1, no Ray cluster, no vLLM. The flow and its checks are shared; the SkyRL version picks the
+adapter (adapters/skyrl031 or adapters/skyrl040) and the few calls that differ (SkyRL031 / SkyRL040).
 
 1. Builds tiny random Llama (student) and Qwen2 (teacher) checkpoints in a temporary folder, each
    with its real tokenizer (Llama 3.1, Qwen2.5 instruct), so the vocabularies are 128256 / 151665.
-2. Initializes the GOLD ref worker, the GOLD policy worker and SkyRL's stock FSDP policy worker
-   (reward mode) through SkyRL's own `init_model`: FSDP2, SkyRL's default bf16 mixed precision,
-   flash attention off, torch.distributed with world size 1 (nccl; gloo with --device cpu).
+2. Initializes the adapter's GOLD ref worker and GOLD policy worker, and the reward-mode policy
+   worker (031: SkyRL's stock FSDP policy worker; 040: the GOLD policy worker, SkyRL's in reward
+   mode), through SkyRL's own `init_model`: FSDP2 (strategy fsdp2 on 031, fsdp on 040), SkyRL's
+   default bf16 mixed precision, flash attention off, torch.distributed with world size 1 (nccl;
+   gloo with --device cpu).
 3. Teacher forward (ref worker `forward`) on a batch made from real chat prompts by SkyRL's own
    padding and the project's teacher view + collate; checks the payload's keys, shapes, dtypes,
    devices and values, and the span log-probs against an fp32 reference forward.
-4. One loss-mode step (GOLD policy worker `ppo_train`, hybrid GOLD loss) and one reward-mode step
-   (span log-ratio rewards, no_op advantages, the stock worker's `ppo_train` with the
-   importance_sampling loss); checks losses and gradient norms finite and that the weights moved.
-5. Times gold_forward.teacher_payload and student_gold_loss (forward + backward) on synthetic
-   logits at 8 x 4096 tokens, V = 151665 teacher / 128256 student, halving the batch on
-   out-of-memory; prints tokens/s and peak GPU memory.
+4. One loss-mode step (GOLD policy worker, hybrid GOLD loss) and one reward-mode step (span
+   log-ratio rewards, no_op advantages, SkyRL's importance_sampling loss), each through the
+   version's training call (031: `ppo_train`; 040: `forward_backward` + `optim_step`, advantages
+   scaled by the loss reduction as 0.4.0's trainer does); checks losses and gradient norms finite,
+   one optimizer step, and that the weights moved.
+5. (031 only: the timed functions are version-independent) Times gold_forward.teacher_payload and
+   student_gold_loss (forward + backward) on synthetic logits at 8 x 4096 tokens, V = 151665
+   teacher / 128256 student, halving the batch on out-of-memory; prints tokens/s and peak GPU memory.
 Output: JSON lines on stdout (one per check stage and timing), a summary at the end, and the whole
 report in $OUT/gpu_check.json (or --json PATH). Exit status 0 only when every check passed.
 
 Stand-ins, named in the output: `ray` is a small in-process module (its 71 MB wheel cannot be
-carried, and nothing here needs a cluster); `flash_attn` is adapters/flash_attn_standin's padding stand-in where
-the package is missing (flash attention is off either way).
+carried, and nothing here needs a cluster): it serves every `ray.*` module SkyRL's worker modules
+import, remote() returns the class, get/put are the identity, get_gpu_ids() is [0];
+`flash_attn` is adapters/flash_attn_standin's padding stand-in where the package is missing (flash
+attention is off either way).
 
-On the lent GPU machine, after `bash scripts/gpu_wheels.sh` here (wheels and tokenizers into .whl/):
+On the lent GPU machine, after `bash scripts/gpu_wheels.sh [031|040]` here (wheels and tokenizers
+into .whl/ or .whl040/):
     device tool `run`: command "bash scripts/gpu_check.sh", carry [".whl"], timeout_s 540
-On CPU, the same flow at toy sizes (what tests/test_gpu_check.py runs):
-    python scripts/gpu_check.py --device cpu --small
+    device tool `run`: command "bash scripts/gpu_check.sh --skyrl 040", carry [".whl040"], timeout_s 240
+On CPU, the same flow at toy sizes (what tests/test_gpu_check.py runs), in the environment of that SkyRL:
+    python scripts/gpu_check.py --device cpu --small [--skyrl 040]
 """
 
 from __future__ import annotations
@@ -133,9 +143,10 @@ def install_ray_stand_in() -> None:
     sys.meta_path.insert(0, RayStandIn())
 
 
-def route_cuda_calls_to_cpu() -> None:
-    """--device cpu: SkyRL 0.3.1's FSDP code calls CUDA directly (device meshes, .cuda(), set_device,
-    synchronize). Route those calls to the CPU so the same init_model / forward / ppo_train run here."""
+def route_cuda_calls_to_cpu(fsdp_utils) -> None:
+    """--device cpu: SkyRL's FSDP code calls CUDA directly (device meshes, .cuda(), set_device,
+    synchronize). Route those calls to the CPU so the same init_model / forward / training step run
+    here. fsdp_utils: the SkyRL version's FSDP utilities module (it imported init_device_mesh by name)."""
     import torch
     import torch.distributed.device_mesh as device_mesh
 
@@ -150,8 +161,6 @@ def route_cuda_calls_to_cpu() -> None:
         return cpu_mesh("cpu", *args, **kwargs)
 
     device_mesh.init_device_mesh = init_device_mesh
-    import skyrl_train.distributed.fsdp_utils as fsdp_utils
-
     fsdp_utils.init_device_mesh = init_device_mesh
 
 
@@ -165,12 +174,193 @@ def versions() -> dict:
     from importlib import metadata
 
     out = {"python": sys.version.split()[0]}
-    for dist in ("torch", "transformers", "tokenizers", "huggingface_hub", "accelerate", "peft", "skyrl-train", "hydra-core", "omegaconf", "numpy"):
+    for dist in ("torch", "transformers", "tokenizers", "huggingface_hub", "accelerate", "peft", "skyrl-train", "skyrl", "hydra-core", "omegaconf", "numpy"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             out[dist] = None
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The SkyRL version: the few places where skyrl-train 0.3.1 and skyrl 0.4.0 differ for this check
+# ----------------------------------------------------------------------------------------------
+
+
+class SkyRL031:
+    """skyrl-train 0.3.1: hydra config, workers get the whole config, `ppo_train` runs a mini-batch
+    (loss reduction inside the loss), the stock FSDP policy worker trains reward mode."""
+
+    key, label, dist = "031", "skyrl-train 0.3.1", "skyrl-train"
+    adapter = "gold_distillation.adapters.skyrl031"
+    strategy = "fsdp2"
+    tensor_parallel_key = "generator.inference_engine_tensor_parallel_size"
+    torch_note = None
+    reward_policy_worker = "skyrl FSDPPolicyWorkerBase (stock)"
+
+    def import_modules(self):
+        """The adapter's worker module, the entrypoint as the driver imports it (it registers the gold
+        config and SkyRL's no_op / importance_sampling functions), SkyRL's FSDP worker module.
+        Returns SkyRL's (advantage estimator, policy loss) registries."""
+        import gold_distillation.adapters.skyrl031.workers  # noqa: F401
+        import gold_distillation.main_gold_distill  # noqa: F401
+        import skyrl_train.workers.fsdp.fsdp_worker  # noqa: F401
+        from skyrl_train.utils.ppo_utils import AdvantageEstimatorRegistry, PolicyLossRegistry
+
+        return AdvantageEstimatorRegistry, PolicyLossRegistry
+
+    def fsdp_utils(self):
+        import skyrl_train.distributed.fsdp_utils as fsdp_utils
+
+        return fsdp_utils
+
+    def transformers_choice(self, version: str) -> str:
+        if version == "4.57.6":
+            return "4.57.6, carried (skyrl-train 0.3.1 requires < 5; CI tests 4.57.6)"
+        return f"{version}: not what skyrl-train 0.3.1 declares (< 5) or CI tests"
+
+    def compose_cfg(self, overrides: list[str]):
+        """The GOLD hydra config as the entrypoint composes it, validated by GOLD and by SkyRL."""
+        from hydra import compose, initialize_config_dir
+        from skyrl_train.utils import validate_cfg
+
+        from gold_distillation.adapters.skyrl031.main import CONFIG_DIR
+        from gold_distillation.config import validate_run_config
+
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+            cfg = compose(config_name="gold_distill", overrides=overrides)
+        validate_run_config(cfg)
+        validate_cfg(cfg)
+        return cfg
+
+    def worker_cfg(self, cfg):
+        return cfg
+
+    def worker_classes(self):
+        """(ref worker, loss-mode policy worker, reward-mode policy worker) classes."""
+        from skyrl_train.workers.fsdp.fsdp_worker import FSDPPolicyWorkerBase
+
+        from gold_distillation.adapters.skyrl031.workers import GOLDPolicyWorkerBase, GOLDRefWorkerBase
+
+        return GOLDRefWorkerBase, GOLDPolicyWorkerBase, FSDPPolicyWorkerBase
+
+    def batch_class(self):
+        from skyrl_train.training_batch import TrainingInputBatch
+
+        return TrainingInputBatch
+
+    def pad(self, tokenizer, prompts, responses):
+        """SkyRL's padding: (sequences, attention_mask, response_mask, rewards, loss_mask)."""
+        from skyrl_train.dataset.preprocess import convert_prompts_responses_to_batch_tensors
+
+        return convert_prompts_responses_to_batch_tensors(
+            tokenizer, prompts, responses, [[0.0] * len(r) for r in responses], [[1] * len(r) for r in responses]
+        )[:5]
+
+    def teacher_payload(self, worker, inputs) -> dict:
+        return dict(worker.forward(inputs).items())
+
+    def student_logprobs(self, worker, inputs):
+        return worker.forward(inputs)["output"]
+
+    def reduce_advantages(self, advantages, loss_mask, cfg):
+        """0.3.1 reduces inside the policy loss: advantages go in as they are."""
+        return advantages
+
+    def train_step(self, worker, data) -> dict:
+        """One mini-batch through the worker's own training call; its train status."""
+        return worker.ppo_train(data).metadata["train_status"]
+
+
+class SkyRL040(SkyRL031):
+    """skyrl 0.4.0: dataclass config, workers get `cfg.trainer`, WorkerOutput with per-sample
+    outputs, training as `forward_backward` + `optim_step` with the loss reduction in the advantages,
+    the GOLD policy worker (SkyRL's own in reward mode) trains both modes."""
+
+    key, label, dist = "040", "skyrl 0.4.0", "skyrl"
+    adapter = "gold_distillation.adapters.skyrl040"
+    strategy = "fsdp"
+    tensor_parallel_key = "generator.inference_engine.tensor_parallel_size"
+    torch_note = "skyrl 0.4.0's fsdp extra pins torch 2.13.0; this runs the installed torch (a CUDA torch wheel is far over the carry limit)"
+    reward_policy_worker = "GOLDPolicyWorkerBase in reward mode (SkyRL's forward_backward, as 0.4.0's build_models hands it over)"
+
+    def import_modules(self):
+        import gold_distillation.adapters.skyrl040.workers  # noqa: F401
+        import gold_distillation.main_gold_distill  # noqa: F401
+        import skyrl.backends.skyrl_train.workers.fsdp.fsdp_worker  # noqa: F401
+        from skyrl.backends.skyrl_train.utils.ppo_utils import AdvantageEstimatorRegistry, PolicyLossRegistry
+
+        return AdvantageEstimatorRegistry, PolicyLossRegistry
+
+    def fsdp_utils(self):
+        import skyrl.backends.skyrl_train.distributed.fsdp_utils as fsdp_utils
+
+        return fsdp_utils
+
+    def transformers_choice(self, version: str) -> str:
+        if version == "5.16.1":
+            return "5.16.1, carried (skyrl 0.4.0 declares <= 5.16.1; the 0.4.0 CPU environment tests 5.16.1)"
+        return f"{version}: not what skyrl 0.4.0 declares (<= 5.16.1) or its CPU environment tests"
+
+    def compose_cfg(self, overrides: list[str]):
+        """The GOLD run config as the 0.4.0 entrypoint builds it, validated by GOLD and by SkyRL."""
+        from skyrl.train.utils import validate_cfg
+
+        from gold_distillation.adapters.skyrl040.config import config_from_cli, validate_run_config
+
+        cfg = config_from_cli([*overrides, "trainer.enable_ray_gpu_monitor=false", "generator.inference_engine.enable_ray_prometheus_stats=false"])
+        validate_run_config(cfg)
+        validate_cfg(cfg)
+        return cfg
+
+    def worker_cfg(self, cfg):
+        return cfg.trainer
+
+    def worker_classes(self):
+        from gold_distillation.adapters.skyrl040.workers import GOLDPolicyWorkerBase, GOLDRefWorkerBase
+
+        return GOLDRefWorkerBase, GOLDPolicyWorkerBase, GOLDPolicyWorkerBase
+
+    def batch_class(self):
+        from skyrl.backends.skyrl_train.training_batch import TrainingInputBatch
+
+        return TrainingInputBatch
+
+    def pad(self, tokenizer, prompts, responses):
+        from skyrl.train.dataset.preprocess import convert_prompts_responses_to_batch_tensors
+
+        return convert_prompts_responses_to_batch_tensors(
+            tokenizer.pad_token_id, prompts, responses, [[0.0] * len(r) for r in responses], [[1] * len(r) for r in responses]
+        )[:5]
+
+    def teacher_payload(self, worker, inputs) -> dict:
+        from gold_distillation.adapters.skyrl040.workers import stack_outputs
+
+        return stack_outputs(worker.forward(inputs).loss_fn_outputs)
+
+    def student_logprobs(self, worker, inputs):
+        import torch
+
+        return torch.tensor([row["logprobs"] for row in worker.forward(inputs).loss_fn_outputs])
+
+    def reduce_advantages(self, advantages, loss_mask, cfg):
+        """What 0.4.0's trainer does before forward_backward (one mini-batch: the whole batch)."""
+        from skyrl.backends.skyrl_train.utils.ppo_utils import apply_loss_reduction_to_advantages_minibatch
+
+        algorithm = cfg.trainer.algorithm
+        return apply_loss_reduction_to_advantages_minibatch(
+            advantages=advantages, loss_mask=loss_mask, loss_reduction=algorithm.loss_reduction,
+            micro_batch_size=cfg.trainer.micro_train_batch_size_per_gpu, max_seq_len=algorithm.max_seq_len,
+        )
+
+    def train_step(self, worker, data) -> dict:
+        """forward_backward on the mini-batch, then optim_step (its clipped gradient norm)."""
+        status = dict(worker.forward_backward(data).metrics)
+        status["raw_grad_norm"] = worker.optim_step()
+        return status
+
+
+SKYRL_VERSIONS = {v.key: v for v in (SkyRL031(), SkyRL040())}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -273,39 +463,26 @@ def build_checkpoints(root: Path, tokenizers_dir: Path, hidden: int, layers: int
     return out
 
 
-def compose_cfg(student: str, teacher: str, batch_size: int, *overrides: str):
-    """The GOLD hydra config as the entrypoint composes it, validated by GOLD and by SkyRL."""
-    from hydra import compose, initialize_config_dir
-    from skyrl_train.utils import validate_cfg
-
-    from gold_distillation.config import validate_run_config
-    from gold_distillation.adapters.skyrl031.main import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = compose(
-            config_name="gold_distill",
-            overrides=[
-                f"trainer.policy.model.path={student}",
-                f"trainer.ref.model.path={teacher}",
-                "trainer.strategy=fsdp2",
-                "trainer.flash_attn=false",
-                "trainer.bf16=true",
-                "trainer.logger=console",
-                f"trainer.train_batch_size={batch_size}",
-                f"trainer.policy_mini_batch_size={batch_size}",
-                "trainer.micro_train_batch_size_per_gpu=1",
-                "trainer.micro_forward_batch_size_per_gpu=2",
-                "trainer.policy.optimizer_config.lr=1e-4",
-                "generator.n_samples_per_prompt=1",
-                "trainer.placement.policy_num_gpus_per_node=1",
-                "trainer.placement.ref_num_gpus_per_node=1",
-                "generator.inference_engine_tensor_parallel_size=1",
-                *overrides,
-            ],
-        )
-    validate_run_config(cfg)
-    validate_cfg(cfg)
-    return cfg
+def compose_cfg(skyrl, student: str, teacher: str, batch_size: int, *overrides: str):
+    """The GOLD run config of the SkyRL version, as its entrypoint builds it, validated."""
+    return skyrl.compose_cfg([
+        f"trainer.policy.model.path={student}",
+        f"trainer.ref.model.path={teacher}",
+        f"trainer.strategy={skyrl.strategy}",
+        "trainer.flash_attn=false",
+        "trainer.bf16=true",
+        "trainer.logger=console",
+        f"trainer.train_batch_size={batch_size}",
+        f"trainer.policy_mini_batch_size={batch_size}",
+        "trainer.micro_train_batch_size_per_gpu=1",
+        "trainer.micro_forward_batch_size_per_gpu=2",
+        "trainer.policy.optimizer_config.lr=1e-4",
+        "generator.n_samples_per_prompt=1",
+        "trainer.placement.policy_num_gpus_per_node=1",
+        "trainer.placement.ref_num_gpus_per_node=1",
+        f"{skyrl.tensor_parallel_key}=1",
+        *overrides,
+    ])
 
 
 def make_worker(worker_cls, cfg, master_port: int):
@@ -331,35 +508,31 @@ class ComputeProbe:
             self.seen = {"weight_dtype": str(module.weight.dtype), "input_device": str(args[0].device)}
 
 
-def student_batch(student_tok, teacher_tok, gold):
-    """The trainer's batch for PROMPTS/RESPONSES: SkyRL's padding of prompts and responses plus the
-    teacher view and alignment (teacher_sequences, teacher_attention_mask, teacher_group_ids,
-    student_group_ids, metadata gold_num_groups), as GOLDDistillationTrainer.add_teacher_view adds them."""
-    from skyrl_train.dataset.preprocess import convert_prompts_responses_to_batch_tensors
-    from skyrl_train.training_batch import TrainingInputBatch
-
+def student_batch(skyrl, student_tok, teacher_tok, gold):
+    """The trainer's batch for PROMPTS/RESPONSES: SkyRL's padding of prompts and responses (0.3.1
+    puts a response at the start of the response columns, 0.4.0 at their end) plus the teacher view
+    and alignment of gold_steps.add_teacher_view, the trainer's own step (teacher_sequences,
+    teacher_attention_mask, teacher_group_ids, student_group_ids, metadata gold_num_groups)."""
+    from gold_distillation.alignment import same_vocabulary, token_bytes
+    from gold_distillation.gold_steps import add_teacher_view
     from gold_distillation.losses import group_sizes
-    from gold_distillation.teacher_view import build_teacher_views, collate_views
 
-    prompts = [student_tok.apply_chat_template(p, add_generation_prompt=True, tokenize=True) for p in PROMPTS]
+    prompts = [student_tok.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False) for p in PROMPTS]
     responses = [student_tok(t, add_special_tokens=False)["input_ids"] + [student_tok.eos_token_id] for t in RESPONSES]
-    sequences, attention, response_mask, rewards, loss_mask, _ = convert_prompts_responses_to_batch_tensors(
-        student_tok, prompts, responses, [[0.0] * len(r) for r in responses], [[1] * len(r) for r in responses]
-    )
-    width = response_mask.shape[1]
-    views = build_teacher_views(responses, PROMPTS, student_tok, teacher_tok, max_teacher_length=gold.max_teacher_length)
-    collated = collate_views(views, teacher_tok.pad_token_id, student_response_length=width)
-    batch = TrainingInputBatch({
-        "sequences": sequences, "attention_mask": attention, "response_mask": response_mask, "rewards": rewards,
-        "loss_mask": loss_mask, "teacher_sequences": collated.sequences, "teacher_attention_mask": collated.attention_mask,
-        "teacher_group_ids": collated.teacher_group_ids, "student_group_ids": collated.student_group_ids,
+    sequences, attention, response_mask, rewards, loss_mask = skyrl.pad(student_tok, prompts, responses)
+    batch = skyrl.batch_class()({
+        "sequences": sequences, "attention_mask": attention, "response_mask": response_mask, "rewards": rewards, "loss_mask": loss_mask,
     })
-    batch.metadata = {"uids": [str(i) for i in range(len(PROMPTS))], "response_length": width, "gold_num_groups": collated.num_groups, "global_step": 1}
-    sizes = [group_sizes(ids, collated.num_groups) for ids in (collated.student_group_ids, collated.teacher_group_ids)]
+    batch.metadata = {"uids": [str(i) for i in range(len(PROMPTS))], "response_length": response_mask.shape[1], "global_step": 1}
+    same_vocab = same_vocabulary(token_bytes(student_tok), token_bytes(teacher_tok))
+    metrics = add_teacher_view(batch, responses, PROMPTS, student_tok, teacher_tok, gold, same_vocab)
+    num_groups = batch.metadata["gold_num_groups"]
+    sizes = [group_sizes(batch[key], num_groups) for key in ("student_group_ids", "teacher_group_ids")]
     multi = int(((sizes[0] > 1) | (sizes[1] > 1)).sum())
     info = {
-        "batch": len(PROMPTS), "student_tokens": list(sequences.shape), "teacher_tokens": list(collated.sequences.shape),
-        "groups": collated.num_groups, "multi_token_groups": multi,
+        "batch": len(PROMPTS), "student_tokens": list(sequences.shape), "teacher_tokens": list(batch["teacher_sequences"].shape),
+        "groups": num_groups, "multi_token_groups": multi, "same_vocabulary": same_vocab,
+        "alignment_metrics": {k: v for k, v in metrics.items() if not k.endswith("_seconds")},
     }
     return batch, info
 
@@ -396,27 +569,28 @@ def stage_imports(checks: Checks, args):
     no_op / importance_sampling functions) and every worker module the trainer hands to SkyRL."""
     import torch
 
-    import gold_distillation.adapters.skyrl031.workers  # noqa: F401
-    import gold_distillation.main_gold_distill  # noqa: F401
-    import skyrl_train.workers.fsdp.fsdp_worker  # noqa: F401
-    from skyrl_train.utils.ppo_utils import AdvantageEstimatorRegistry, PolicyLossRegistry
+    skyrl = args.skyrl
+    AdvantageEstimatorRegistry, PolicyLossRegistry = skyrl.import_modules()
+    from gold_distillation.main_gold_distill import main as entrypoint
 
     if args.device == "cpu":
-        route_cuda_calls_to_cpu()
+        route_cuda_calls_to_cpu(skyrl.fsdp_utils())
     flash = sys.modules.get("flash_attn")
     stand_in_flash = flash is not None and "stand-in" in getattr(flash, "__version__", "")
     installed = versions()
     checks("no_op advantage estimator registered", "no_op" in AdvantageEstimatorRegistry.list_available())
     checks("importance_sampling policy loss registered", "importance_sampling" in PolicyLossRegistry.list_available())
+    checks(f"the root entrypoint runs the {skyrl.label} adapter", entrypoint.__module__.startswith(skyrl.adapter), entrypoint.__module__)
     env = {
         "device": args.device, "device_name": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
-        "versions": installed, "tokenizers": str(args.tokenizers),
+        "skyrl": skyrl.label, "versions": installed, "tokenizers": str(args.tokenizers),
         "stand_ins": [
-            "ray: in-process stand-in module (remote() returns the class, get/put identity, no cluster)",
+            "ray: in-process stand-in module (serves every ray.* module SkyRL's worker modules import; remote() returns "
+            "the class, get/put identity, get_gpu_ids() [0]; no cluster)",
             "flash_attn: " + ("adapters/flash_attn_standin padding stand-in (package missing; flash attention is off)" if stand_in_flash else "real package"),
         ],
-        "transformers_choice": "4.57.6, carried (skyrl-train 0.3.1 requires < 5; CI tests 4.57.6)"
-        if installed["transformers"] == "4.57.6" else f"{installed['transformers']}: not what skyrl-train 0.3.1 declares (< 5) or CI tests",
+        "transformers_choice": skyrl.transformers_choice(installed["transformers"]),
+        **({"torch_note": skyrl.torch_note} if skyrl.torch_note else {}),
     }
     return None, {"environment": env}
 
@@ -427,11 +601,12 @@ def stage_setup(checks: Checks, args, tmp: Path):
 
     from gold_distillation.gold_setup import tokenizers_from_cfg
 
+    skyrl = args.skyrl
     ckpts = build_checkpoints(tmp, args.tokenizers, hidden=args.hidden, layers=args.layers)
-    cfg_loss = compose_cfg(ckpts["student"]["path"], ckpts["teacher"]["path"], len(PROMPTS), "gold.mode=loss", "gold.hybrid=true")
-    cfg_reward = compose_cfg(ckpts["student"]["path"], ckpts["teacher"]["path"], len(PROMPTS))
+    cfg_loss = compose_cfg(skyrl, ckpts["student"]["path"], ckpts["teacher"]["path"], len(PROMPTS), "gold.mode=loss", "gold.hybrid=true")
+    cfg_reward = compose_cfg(skyrl, ckpts["student"]["path"], ckpts["teacher"]["path"], len(PROMPTS))
     student_tok, teacher_tok = tokenizers_from_cfg(cfg_loss)
-    batch, batch_info = student_batch(student_tok, teacher_tok, cfg_loss.gold)
+    batch, batch_info = student_batch(skyrl, student_tok, teacher_tok, cfg_loss.gold)
     port = free_port()
     if not dist.is_initialized():
         # SkyRL's init_worker_process_group uses nccl; on CPU the gloo group is made first, and
@@ -442,12 +617,15 @@ def stage_setup(checks: Checks, args, tmp: Path):
     checks("student vocabulary is Llama 3.1's", ckpts["student"]["vocab"] == STUDENT_VOCAB or args.small, ckpts["student"]["vocab"])
     checks("teacher vocabulary is Qwen2.5's", ckpts["teacher"]["vocab"] == TEACHER_VOCAB or args.small, ckpts["teacher"]["vocab"])
     checks("the batch has groups of several tokens", batch_info["multi_token_groups"] > 0, batch_info["multi_token_groups"])
+    checks("different vocabularies (cross-tokenizer path)", batch_info["same_vocabulary"] is False)
+    on_response = (batch["student_group_ids"] >= 0) <= (batch["response_mask"] > 0)
+    checks("student groups lie on the response tokens", bool(on_response.all()))
     checks("the sequences fit the models' context",
            batch["sequences"].shape[1] <= ckpts["student"]["context"] and batch["teacher_sequences"].shape[1] <= ckpts["teacher"]["context"])
-    state = dict(ckpts=ckpts, cfg_loss=cfg_loss, cfg_reward=cfg_reward, batch=batch, port=port, student_tok=student_tok, teacher_tok=teacher_tok)
+    state = dict(skyrl=skyrl, ckpts=ckpts, cfg_loss=cfg_loss, cfg_reward=cfg_reward, batch=batch, port=port, student_tok=student_tok, teacher_tok=teacher_tok)
     info = {
         "checkpoints": ckpts, **batch_info, "strategy": cfg_loss.trainer.strategy, "flash_attn": cfg_loss.trainer.flash_attn,
-        "ref_bf16": cfg_loss.trainer.bf16, "mixed_precision": cfg_loss.trainer.policy.fsdp_config.get("mixed_precision"),
+        "ref_bf16": cfg_loss.trainer.bf16, "mixed_precision": getattr(cfg_loss.trainer.policy.fsdp_config, "mixed_precision", None),
         "device": args.device, "cuda_device": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
     }
     return state, info
@@ -456,20 +634,18 @@ def stage_setup(checks: Checks, args, tmp: Path):
 def stage_init_workers(checks: Checks, state):
     import torch
     import torch.distributed as dist
-    from skyrl_train.workers.fsdp.fsdp_worker import FSDPPolicyWorkerBase
 
-    from gold_distillation.adapters.skyrl031.workers import GOLDPolicyWorkerBase, GOLDRefWorkerBase
-
-    ckpts, port = state["ckpts"], state["port"]
+    skyrl, ckpts, port = state["skyrl"], state["ckpts"], state["port"]
+    ref_cls, loss_policy_cls, reward_policy_cls = skyrl.worker_classes()
     workers, seconds = {}, {}
     for name, cls, cfg, path in (
-        ("ref_loss", GOLDRefWorkerBase, state["cfg_loss"], ckpts["teacher"]["path"]),
-        ("policy_loss", GOLDPolicyWorkerBase, state["cfg_loss"], ckpts["student"]["path"]),
-        ("ref_reward", GOLDRefWorkerBase, state["cfg_reward"], ckpts["teacher"]["path"]),
-        ("policy_reward", FSDPPolicyWorkerBase, state["cfg_reward"], ckpts["student"]["path"]),
+        ("ref_loss", ref_cls, state["cfg_loss"], ckpts["teacher"]["path"]),
+        ("policy_loss", loss_policy_cls, state["cfg_loss"], ckpts["student"]["path"]),
+        ("ref_reward", ref_cls, state["cfg_reward"], ckpts["teacher"]["path"]),
+        ("policy_reward", reward_policy_cls, state["cfg_reward"], ckpts["student"]["path"]),
     ):
         start = time.perf_counter()
-        worker = make_worker(cls, cfg, port)
+        worker = make_worker(cls, skyrl.worker_cfg(cfg), port)
         if name.startswith("policy"):
             worker.init_model(path, num_training_steps=10)
         else:
@@ -482,8 +658,8 @@ def stage_init_workers(checks: Checks, state):
     checks("process group world size 1", dist.get_world_size() == 1, dist.get_world_size())
     checks("GOLD policy worker built the hybrid tables", getattr(workers["policy_loss"], "hybrid", None) is not None)
     checks("GOLD ref worker built the teacher's matched mask", getattr(workers["ref_loss"], "teacher_matched", None) is not None)
-    info = {"init_seconds": seconds, "backend": dist.get_backend(), "ref_worker": "GOLDRefWorkerBase",
-            "loss_policy_worker": "GOLDPolicyWorkerBase", "reward_policy_worker": "skyrl FSDPPolicyWorkerBase (stock)"}
+    info = {"init_seconds": seconds, "backend": dist.get_backend(), "strategy": skyrl.strategy, "ref_worker": f"{skyrl.adapter}.workers.GOLDRefWorkerBase",
+            "loss_policy_worker": f"{skyrl.adapter}.workers.GOLDPolicyWorkerBase", "reward_policy_worker": skyrl.reward_policy_worker}
     if torch.cuda.is_available():
         info["gpu_memory_after_init_gib"] = round(torch.cuda.memory_allocated() / 2**30, 3)
     return workers, info
@@ -547,16 +723,16 @@ def stage_teacher_forward(checks: Checks, state, workers, device):
 
     from gold_distillation.gold_forward import TEACHER_INPUT_KEYS
 
-    batch, cfg = state["batch"], state["cfg_loss"]
+    skyrl, batch, cfg = state["skyrl"], state["batch"], state["cfg_loss"]
     inputs = select(batch, TEACHER_INPUT_KEYS)
     start = time.perf_counter()
-    payload = workers["ref_loss"].forward(inputs)
+    payload = skyrl.teacher_payload(workers["ref_loss"], inputs)
     seconds = time.perf_counter() - start
     probe = workers["ref_loss_probe"].seen
     shapes, dtypes = check_payload(checks, payload, batch, state["ckpts"]["teacher"]["vocab"], True, cfg.gold.teacher_topk, "loss mode")
     checks("teacher forward ran on the check's device", probe is not None and probe["input_device"].startswith(device), probe)
     checks("teacher forward computed with bf16 weights (FSDP2 mixed precision)", probe is not None and probe["weight_dtype"] == "torch.bfloat16", probe)
-    reward_payload = workers["ref_reward"].forward(select(batch, TEACHER_INPUT_KEYS))
+    reward_payload = skyrl.teacher_payload(workers["ref_reward"], select(batch, TEACHER_INPUT_KEYS))
     check_payload(checks, reward_payload, batch, state["ckpts"]["teacher"]["vocab"], False, cfg.gold.teacher_topk, "reward mode")
     mask = payload["teacher_group_mask"]
     mode_diff = float((reward_payload["teacher_span_logprobs"][mask] - payload["teacher_span_logprobs"][mask]).abs().max())
@@ -574,11 +750,10 @@ def stage_teacher_forward(checks: Checks, state, workers, device):
     return payload, info
 
 
-def train_batch(batch, action_log_probs, advantages, extra_keys):
+def train_batch(skyrl, batch, action_log_probs, advantages, extra_keys):
     import torch
-    from skyrl_train.training_batch import TrainingInputBatch
 
-    data = TrainingInputBatch({
+    data = skyrl.batch_class()({
         "sequences": batch["sequences"], "attention_mask": batch["attention_mask"], "response_mask": batch["response_mask"],
         "loss_mask": batch["loss_mask"], "action_log_probs": action_log_probs, "base_action_log_probs": None, "values": None,
         "advantages": advantages, "returns": advantages.clone(), "rollout_logprobs": None,
@@ -589,9 +764,14 @@ def train_batch(batch, action_log_probs, advantages, extra_keys):
     return data
 
 
-def student_logprobs(worker, batch):
+def student_logprobs(skyrl, worker, batch):
     """The policy worker's forward (SkyRL's stock student pass): action log-probs [B, R] on the CPU."""
-    return worker.forward(select(batch, ["sequences", "attention_mask"]))["output"]
+    return skyrl.student_logprobs(worker, select(batch, ["sequences", "attention_mask"]))
+
+
+def optimizer_steps(worker) -> int:
+    """Steps the worker's optimizer has taken (AdamW's per-parameter step count)."""
+    return max((int(state["step"]) for state in worker.optimizer.state.values() if "step" in state), default=0)
 
 
 def stage_loss_step(checks: Checks, state, workers, device):
@@ -599,19 +779,19 @@ def stage_loss_step(checks: Checks, state, workers, device):
 
     from gold_distillation.gold_forward import PAYLOAD_KEYS
 
-    worker, batch = workers["policy_loss"], state["batch"]
-    logprobs = student_logprobs(worker, batch)
-    data = train_batch(batch, logprobs, torch.zeros_like(logprobs), ["student_group_ids", *[k for k in PAYLOAD_KEYS if k in batch]])
+    skyrl, worker, batch = state["skyrl"], workers["policy_loss"], state["batch"]
+    logprobs = student_logprobs(skyrl, worker, batch)
+    data = train_batch(skyrl, batch, logprobs, torch.zeros_like(logprobs), ["student_group_ids", *[k for k in PAYLOAD_KEYS if k in batch]])
     before = parameter_snapshot(worker)
     start = time.perf_counter()
-    status = worker.ppo_train(data).metadata["train_status"]
+    status = skyrl.train_step(worker, data)
     seconds = time.perf_counter() - start
     moved, finite, max_change = weights_moved_and_finite(before, parameter_snapshot(worker))
     probe = workers["policy_loss_probe"].seen
     checks("GOLD loss finite", "final_loss" in status and torch.isfinite(torch.tensor(status["final_loss"])), status.get("final_loss"))
     checks("gold/* metrics reported", any(k.startswith("gold/") for k in status), sorted(status))
     checks("gradient norm finite and > 0", "raw_grad_norm" in status and 0 < status["raw_grad_norm"] < float("inf"), status.get("raw_grad_norm"))
-    checks("one optimizer step", status.get("policy_update_steps") == 1, status.get("policy_update_steps"))
+    checks("one optimizer step", optimizer_steps(worker) == 1, optimizer_steps(worker))
     checks("weights moved and stay finite", moved and finite, max_change)
     checks("student forward ran on the check's device in bf16", probe is not None and probe["input_device"].startswith(device) and probe["weight_dtype"] == "torch.bfloat16", probe)
     return status, {"train_seconds": round(seconds, 3), "train_status": status, "max_weight_change": max_change}
@@ -619,22 +799,22 @@ def stage_loss_step(checks: Checks, state, workers, device):
 
 def stage_reward_step(checks: Checks, state, workers, device):
     import torch
-    from skyrl_train.utils.ppo_utils import AdvantageEstimatorRegistry
 
     from gold_distillation.losses import span_logprobs, span_rewards
 
-    worker, batch, cfg = workers["policy_reward"], state["batch"], state["cfg_reward"]
-    logprobs = student_logprobs(worker, batch)
+    skyrl, worker, batch, cfg = state["skyrl"], workers["policy_reward"], state["batch"], state["cfg_reward"]
+    AdvantageEstimatorRegistry, _ = skyrl.import_modules()
+    logprobs = student_logprobs(skyrl, worker, batch)
     groups, num_groups = batch["student_group_ids"], batch.metadata["gold_num_groups"]
     # The reward step of GOLDDistillationTrainer.apply_reward_kl_penalty (reward mode, no ULD term).
     student_spans = span_logprobs(logprobs.float(), groups, num_groups)
     rewards = span_rewards(student_spans, batch["teacher_span_logprobs__reward"], groups) * batch["loss_mask"]
     estimator = AdvantageEstimatorRegistry.get(cfg.trainer.algorithm.advantage_estimator)
     advantages, _ = estimator(token_level_rewards=rewards, response_mask=batch["response_mask"], index=batch.metadata["uids"], config=cfg.trainer.algorithm)
-    data = train_batch(batch, logprobs, advantages, [])
+    data = train_batch(skyrl, batch, logprobs, skyrl.reduce_advantages(advantages, batch["loss_mask"], cfg), [])
     before = parameter_snapshot(worker)
     start = time.perf_counter()
-    status = worker.ppo_train(data).metadata["train_status"]
+    status = skyrl.train_step(worker, data)
     seconds = time.perf_counter() - start
     moved, finite, max_change = weights_moved_and_finite(before, parameter_snapshot(worker))
     present = batch["teacher_group_mask__reward"]
@@ -644,6 +824,7 @@ def stage_reward_step(checks: Checks, state, workers, device):
     checks("policy loss finite", "policy_loss" in status and torch.isfinite(torch.tensor(status["policy_loss"])), status.get("policy_loss"))
     checks("gradient norm finite and > 0", "raw_grad_norm" in status and 0 < status["raw_grad_norm"] < float("inf"), status.get("raw_grad_norm"))
     checks("weights moved and stay finite", moved and finite, max_change)
+    checks("one optimizer step", optimizer_steps(worker) == 1, optimizer_steps(worker))
     checks("policy loss is importance_sampling", cfg.trainer.algorithm.policy_loss_type == "importance_sampling")
     return status, {"train_seconds": round(seconds, 3), "train_status": status, "max_weight_change": max_change,
                     "reward_mean": float(rewards.sum() / batch["loss_mask"].sum()), "loss_reduction": cfg.trainer.algorithm.loss_reduction}
@@ -854,7 +1035,10 @@ def stage_timing(checks: Checks, report: Report, args, deadline: float, state):
 def summary(report: Report) -> str:
     lines = ["", "GOLD GPU check summary", "======================"]
     env = next((s["environment"] for s in report.data["stages"] if "environment" in s), {})
-    lines.append(f"device: {env.get('device_name')}   versions: {json.dumps(env.get('versions'))}")
+    lines.append(f"SkyRL: {env.get('skyrl')}   device: {env.get('device_name')}   versions: {json.dumps(env.get('versions'))}")
+    lines.append(f"transformers: {env.get('transformers_choice')}")
+    if env.get("torch_note"):
+        lines.append(f"torch: {env['torch_note']}")
     lines.append(f"stand-ins: {'; '.join(env.get('stand_ins', []))}")
     for s in report.data["stages"]:
         extra = "" if s["status"] == "ok" else f"  {s.get('failed_checks') or s.get('error') or s.get('reason')}"
@@ -871,6 +1055,8 @@ def summary(report: Report) -> str:
                 )
             else:
                 lines.append(f"  {t['name']:<46} {t.get('error') or t.get('skipped')}")
+    if "timing_skipped" in report.data:
+        lines.append(f"timings: skipped ({report.data['timing_skipped']})")
     lines.append(f"ALL CHECKS PASSED: {report.data['ok']}   total {report.data.get('total_seconds')} s")
     return "\n".join(lines)
 
@@ -878,13 +1064,15 @@ def summary(report: Report) -> str:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    p.add_argument("--skyrl", choices=sorted(SKYRL_VERSIONS), default=None,
+                   help="the SkyRL version whose adapter and workers run: 031 (skyrl-train 0.3.1) or 040 (skyrl 0.4.0); default: the installed one")
     p.add_argument("--small", action="store_true", help="toy timing sizes (the CPU test)")
     p.add_argument("--tokenizers", type=Path, default=None,
                    help="folder with qwen2.5-instruct/ and llama3.1-instruct/ (default: .whl/tokenizers, else ../shared/tokenizers)")
     p.add_argument("--json", type=Path, default=None, help="report file (default: $OUT/gpu_check.json when OUT is set)")
     p.add_argument("--budget", type=float, default=300.0, help="seconds after start past which no timing is started")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions per benchmark (default 3; 1 with --small)")
-    p.add_argument("--no-timing", action="store_true")
+    p.add_argument("--no-timing", action="store_true", help="skip the timings (always skipped with --skyrl 040)")
     args = p.parse_args(argv)
     if args.tokenizers is None:
         candidates = [REPO / ".whl" / "tokenizers", Path(os.environ.get("GOLD_TOKENIZERS_DIR", REPO.parent / "shared" / "tokenizers"))]
@@ -903,6 +1091,18 @@ def main(argv=None) -> int:
     start = time.monotonic()
     report = Report(args.json)
     import_project_from_this_checkout()
+    from gold_distillation.adapters import SKYRL031, SKYRL040, installed_skyrl
+
+    installed = {SKYRL031: "031", SKYRL040: "040"}.get(installed_skyrl())
+    args.skyrl = SKYRL_VERSIONS[args.skyrl or installed or "031"]
+    if args.skyrl.key != installed:
+        print(f"--skyrl {args.skyrl.key}: {args.skyrl.label} is not the SkyRL installed here ({installed or 'none'}). Fix: install "
+              f"its wheels ({'.whl040' if args.skyrl.key == '040' else '.whl'}/, scripts/gpu_wheels.sh), or pass --skyrl {installed}", file=sys.stderr)
+        return 2
+    if args.skyrl.key == "040" and not args.no_timing:
+        # The timed functions (gold_forward) are the version-independent core: measured by --skyrl 031.
+        args.no_timing = True
+        report.data["timing_skipped"] = "skyrl 0.4.0: the timed gold_forward functions are version-independent (timed by --skyrl 031)"
     install_ray_stand_in()
     # A process group that cannot form should fail this check in minutes, not in SkyRL's 10.
     os.environ.setdefault("SKYRL_WORKER_NCCL_TIMEOUT_IN_S", "120")

@@ -1,8 +1,8 @@
-"""scripts/gpu_check.py on CPU (`--device cpu --small`): the GPU check's whole flow (SkyRL's own
-init_model with FSDP2, the teacher forward, a loss-mode and a reward-mode step, the timings) runs
-here with Ray stood in, importing only what the GPU machine has plus the wheels it carries."""
-
-from . import needs_skyrl031  # noqa: F401  (first: the GPU check runs the skyrl-train 0.3.1 adapter)
+"""scripts/gpu_check.py on CPU (`--device cpu --small --skyrl 031|040`): the GPU check's whole flow
+(SkyRL's own init_model with FSDP2, the teacher forward, a loss-mode and a reward-mode step, the
+timings on 031) runs here with Ray stood in, importing only what the GPU machine has plus the wheels
+carried for that SkyRL version. Each version's flow runs in that version's environment (the 0.3.1
+.venv, the 0.4.0 .venv-skyrl040) and is skipped, saying so, in the other."""
 
 import json
 import math
@@ -14,10 +14,28 @@ from pathlib import Path
 
 import pytest
 
+from gold_distillation.adapters import SKYRL031, SKYRL040, installed_skyrl
+
 from .conftest import TOKENIZERS_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("imports", "setup", "init_model", "teacher_forward", "loss_mode_step", "reward_mode_step", "timing")
+STAGES = ("imports", "setup", "init_model", "teacher_forward", "loss_mode_step", "reward_mode_step")
+# Per --skyrl value: the adapter it needs installed, its wheel list, the versions its environment has.
+VERSIONS = {
+    "031": {"adapter": SKYRL031, "wheels": "gpu_wheels.txt", "dist": "skyrl-train", "skyrl": "0.3.1", "transformers": "4.57.6",
+            "stages": (*STAGES, "timing")},
+    "040": {"adapter": SKYRL040, "wheels": "gpu_wheels040.txt", "dist": "skyrl", "skyrl": "0.4.0", "transformers": "5.16.1",
+            "stages": STAGES},
+}
+
+
+def needs_installed(version: str) -> dict:
+    """The version's facts; skips when this environment has the other SkyRL."""
+    facts = VERSIONS[version]
+    if installed_skyrl() != facts["adapter"]:
+        here = next((f"{v['dist']} {v['skyrl']}" for v in VERSIONS.values() if v["adapter"] == installed_skyrl()), "no SkyRL")
+        pytest.skip(f"--skyrl {version} runs in the {facts['dist']} {facts['skyrl']} environment; this one has {here}")
+    return facts
 
 
 def normalized(name: str) -> str:
@@ -56,21 +74,25 @@ runpy.run_path({script!r}, run_name="__main__")
 """
 
 
-def test_every_carried_distribution_has_a_version_in_this_environment():
+@pytest.mark.parametrize("version", sorted(VERSIONS))
+def test_every_carried_distribution_has_a_version_in_this_environment(version):
     # scripts/gpu_wheels.sh downloads each at the version installed here (what CI tests).
-    versions = {name: metadata.version(name) for name in listed(REPO / "scripts" / "gpu_wheels.txt")}
-    assert versions["transformers"].startswith("4.") and versions["skyrl-train"] == "0.3.1"
+    facts = needs_installed(version)
+    versions = {name: metadata.version(name) for name in listed(REPO / "scripts" / facts["wheels"])}
+    assert versions["transformers"] == facts["transformers"] and versions[facts["dist"]] == facts["skyrl"]
     assert {"ray", "vllm", "flash-attn", "torch"}.isdisjoint(versions)
 
 
-def test_gpu_check_flow_passes_on_cpu_with_the_gpu_machines_packages(tmp_path):
+@pytest.mark.parametrize("version", sorted(VERSIONS))
+def test_gpu_check_flow_passes_on_cpu_with_the_gpu_machines_packages(tmp_path, version):
+    facts = needs_installed(version)
     if not (TOKENIZERS_DIR / "qwen2.5-instruct" / "tokenizer.json").exists():
         pytest.skip(f"real tokenizers not found at {TOKENIZERS_DIR} (set GOLD_TOKENIZERS_DIR)")
-    allowed = listed(REPO / "scripts" / "gpu_machine_packages.txt") | listed(REPO / "scripts" / "gpu_wheels.txt")
+    allowed = listed(REPO / "scripts" / "gpu_machine_packages.txt") | listed(REPO / "scripts" / facts["wheels"])
     allowed.add("gold-distillation")  # the checkout itself travels to the machine
     report_path = tmp_path / "report.json"
     script = REPO / "scripts" / "gpu_check.py"
-    argv = [str(script), "--device", "cpu", "--small", "--tokenizers", str(TOKENIZERS_DIR), "--json", str(report_path)]
+    argv = [str(script), "--device", "cpu", "--small", "--skyrl", version, "--tokenizers", str(TOKENIZERS_DIR), "--json", str(report_path)]
     code = GPU_MACHINE_IMPORTS.format(allowed=sorted(allowed), argv=argv, script=str(script))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=tmp_path)
     tail = (proc.stdout + proc.stderr)[-6000:]
@@ -79,18 +101,21 @@ def test_gpu_check_flow_passes_on_cpu_with_the_gpu_machines_packages(tmp_path):
     report = json.loads(report_path.read_text())
     assert report["ok"] is True
     stages = {s["stage"]: s for s in report["stages"]}
-    assert tuple(stages) == STAGES
+    assert tuple(stages) == facts["stages"]
     for name, stage in stages.items():
         assert stage["status"] == "ok", (name, stage.get("error"), stage.get("failed_checks"))
         assert stage["checks"] and all(c["ok"] for c in stage["checks"]), name
     # Every stage record also went to stdout as a JSON line.
     lines = [json.loads(line[len("GPU_CHECK "):]) for line in proc.stdout.splitlines() if line.startswith("GPU_CHECK ")]
-    assert [r["stage"] for r in lines if "stage" in r] == list(STAGES)
+    assert [r["stage"] for r in lines if "stage" in r] == list(facts["stages"])
 
     env = stages["imports"]["environment"]
     assert any(s.startswith("ray: in-process stand-in") for s in env["stand_ins"])
-    assert env["versions"]["transformers"] == "4.57.6"
+    assert env["versions"]["transformers"] == facts["transformers"] and env["versions"][facts["dist"]] == facts["skyrl"]
+    assert env["transformers_choice"].startswith(f"{facts['transformers']}, carried")
     assert stages["init_model"]["backend"] == "gloo"
+    assert stages["init_model"]["ref_worker"].endswith(f"adapters.{facts['adapter']}.workers.GOLDRefWorkerBase")
+    assert stages["setup"]["same_vocabulary"] is False
 
     teacher = stages["teacher_forward"]
     b, g = teacher["payload_shapes"]["teacher_span_logprobs"]
@@ -103,6 +128,10 @@ def test_gpu_check_flow_passes_on_cpu_with_the_gpu_machines_packages(tmp_path):
         assert math.isfinite(status["final_loss"]) and status["raw_grad_norm"] > 0, name
         assert stages[name]["max_weight_change"] > 0, name
 
+    if version == "040":
+        # The timed functions are the version-independent core, timed by --skyrl 031.
+        assert report["timings"] == [] and "version-independent" in report["timing_skipped"]
+        return
     timings = report["timings"]
     assert len(timings) == 4
     for t in timings:

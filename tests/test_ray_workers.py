@@ -38,7 +38,9 @@ def cluster(tmp_path_factory):
         runtime_env["env_vars"]["PYTHONPATH"] = pythonpath
         return real_init(runtime_env=runtime_env, num_cpus=4, num_gpus=2, include_dashboard=False, **kwargs)
 
-    with patch.object(ray, "init", init):
+    # patch.dict: initialize_ray sets SKYRL_LOG_FILE in this process, which would make later in-process
+    # SkyRL workers redirect this process's stdout/stderr (pytest's capture) into that log file.
+    with patch.object(ray, "init", init), patch.dict(os.environ):
         # One GPU per worker (as in gold_cfg; the critic's default is 4): no peer-access probe.
         initialize_ray(gold_cfg(LLAMA, QWEN, "trainer.placement.critic_num_gpus_per_node=1"))
     # `probe` travels to the workers by value: they cannot import this test module.

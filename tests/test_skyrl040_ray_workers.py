@@ -44,9 +44,8 @@ def cluster(tmp_path_factory):
         return real_init(runtime_env=runtime_env, num_cpus=4, num_gpus=2, include_dashboard=False, **kwargs)
 
     logs = tmp_path_factory.mktemp("logs")
-    # initialize_ray also sets SKYRL_LOG_FILE in this process, where SkyRL's worker __init__ would
-    # send stdout/stderr to that file (os.dup2) for later in-process workers: the workers get it
-    # through Ray's runtime environment, this process keeps its own.
+    # patch.dict: initialize_ray sets SKYRL_LOG_FILE in this process, which would make later in-process
+    # SkyRL workers redirect this process's stdout/stderr (pytest's capture) into that log file.
     with patch.object(ray, "init", init), patch.dict(os.environ):
         initialize_ray(gold_cfg(LLAMA, QWEN, f"trainer.log_path={logs}"))
     # `probe` travels to the workers by value: they cannot import this test module.

@@ -5,6 +5,7 @@ from . import needs_skyrl031  # noqa: F401  (first: skips this module without sk
 
 import asyncio
 import math
+from pathlib import Path
 from unittest.mock import AsyncMock
 
 import numpy as np
@@ -223,3 +224,89 @@ def test_a_generator_that_cannot_report_the_messages_fails_at_start_up(tokenizer
         plain_trainer(gold_cfg(LLAMA, QWEN), generator=MagicMock())
     # With one vocabulary the teacher reads the student's own tokens: any generator will do.
     assert plain_trainer(gold_cfg(LLAMA, LLAMA), generator=MagicMock()).same_vocabulary
+
+
+FAMILY = {"llama3.1-instruct": "llama", "qwen2.5-instruct": "qwen2"}
+
+
+def multi_turn_step(tokenizers, student_path, teacher_path, multi_turn, *overrides):
+    """Multi-turn rollouts of the scripted environment through GOLDGymGenerator (SkyRL's gym
+    generator) and the trainer's GOLD steps: (trainer, generator output, batch, tokenizers, models)."""
+    from .multiturn_rollouts import generator_input, gold_generator
+
+    s_tok, t_tok = tokenizers[Path(student_path).name], tokenizers[Path(teacher_path).name]
+    cfg, generator = gold_generator(student_path, teacher_path, s_tok, multi_turn, *overrides)
+    student = tiny_model(FAMILY[Path(student_path).name], len(s_tok), seed=13)
+    teacher = tiny_model(FAMILY[Path(teacher_path).name], len(t_tok), seed=14)
+    trainer = plain_trainer(cfg, generator)
+    trainer.policy_model = StandInGroup(StudentForward(wrap(student), cfg.generator.sampling_params.temperature))
+    trainer.ref_model = StandInGroup(plain_ref_worker(cfg, teacher))
+    uids = ["0", "1"]
+    output = asyncio.run(trainer.generate(generator_input(["primes", "sum"])))
+    output = trainer.postprocess_generator_output(output, uids)
+    batch = run_without_ray(trainer.convert_to_training_input, output, uids)
+    batch = run_without_ray(trainer.fwd_logprobs_values_reward, batch)
+    batch = run_without_ray(trainer.apply_reward_kl_penalty, batch)
+    return trainer, output, batch, (s_tok, t_tok), (student, teacher)
+
+
+@pytest.mark.parametrize("multi_turn", [True, False], ids=["conversation", "one_message"])
+@pytest.mark.parametrize("student_path,teacher_path", [(LLAMA, QWEN), (QWEN, LLAMA)])
+def test_multi_turn_rollouts_are_scored_per_assistant_turn(tokenizers, student_path, teacher_path, multi_turn):
+    """Through SkyRL's own generator and the trainer's steps: the teacher's sequence is its template
+    of the recorded conversation, token for token; loss-mask-0 tokens get no reward; each assistant
+    turn's rewards are its span log-ratios from unpadded forwards of the two models."""
+    from gold_distillation.multiturn_view import build_multiturn_view
+
+    from .multiturn_rollouts import PROMPTS, direct_turn_rewards, teacher_conversation
+
+    trainer, output, batch, (s_tok, t_tok), (student, teacher) = multi_turn_step(tokenizers, student_path, teacher_path, multi_turn)
+    assert output["stop_reasons"] == ["length", "stop"]
+    for i, task in enumerate(["primes", "sum"]):
+        recorded = trainer.rollout_conversations[i]
+        teacher_row = batch["teacher_sequences"][i][batch["teacher_attention_mask"][i].bool()].tolist()
+        template = t_tok.apply_chat_template(teacher_conversation(task, recorded, multi_turn), tokenize=True, return_dict=False)
+        assert teacher_row == template
+        ids, n = output["response_ids"][i], len(output["response_ids"][i])
+        mask, rewards = batch["loss_mask"][i, :n], batch["rewards"][i, :n]
+        assert torch.all(rewards[mask == 0] == 0) and torch.all(batch["student_group_ids"][i, :n][mask == 0] == -1)
+        view = build_multiturn_view(ids, output["loss_masks"][i], PROMPTS[task], recorded, s_tok, t_tok, one_assistant_message=not multi_turn)
+        assert view.prompt_ids + view.response_ids == teacher_row
+        expected = direct_turn_rewards(student, teacher, output["prompt_token_ids"][i], ids, view)
+        torch.testing.assert_close(rewards, expected, atol=2e-4, rtol=1e-4)
+        assert torch.all(expected[mask == 1] != 0)
+    assert trainer.all_metrics["gold/turns_per_rollout"] == 2.5
+    share = sum(map(sum, output["loss_masks"])) / sum(map(len, output["loss_masks"]))
+    assert trainer.all_metrics["gold/assistant_token_share"] == pytest.approx(share) and share < 1
+    assert trainer.all_metrics["gold/alignment_coverage"] == pytest.approx(share)  # every assistant token is in a group
+
+
+def test_multi_turn_same_tokenizer_rewards_equal_stock_on_policy_distillation_exactly(tokenizers):
+    trainer, output, batch, _, (student, teacher) = multi_turn_step(tokenizers, QWEN, QWEN, True)
+    with torch.no_grad():
+        base = wrap(teacher)(batch["sequences"], batch.metadata["response_length"], batch["attention_mask"])
+    stock = -(batch["action_log_probs"] - base) * batch["loss_mask"]
+    assert torch.equal(batch["rewards"], stock) and torch.all(batch["student_group_ids"][batch["loss_mask"] == 0] == -1)
+    assert trainer.all_metrics["gold/turns_per_rollout"] == 2.5
+
+
+def test_custom_chat_template_with_retokenized_history(tokenizers):
+    """generator.chat_template (SkyRL re-tokenizes the history each turn; the loss mask is its
+    template's assistant-token mask): the turns are still scored per assistant turn."""
+    from gold_distillation.multiturn_view import build_multiturn_view
+
+    from .multiturn_rollouts import PROMPTS, direct_turn_rewards, teacher_conversation
+
+    trainer, output, batch, (s_tok, t_tok), (student, teacher) = multi_turn_step(
+        tokenizers, QWEN, LLAMA, True, "generator.chat_template.name_or_path=qwen3_with_thinking"
+    )
+    for i, task in enumerate(["primes", "sum"]):
+        recorded = trainer.rollout_conversations[i]
+        ids, n = output["response_ids"][i], len(output["response_ids"][i])
+        assert ids[:2] == s_tok("<|im_start|>assistant", add_special_tokens=False)["input_ids"]  # SkyRL's re-rendered turns
+        teacher_row = batch["teacher_sequences"][i][batch["teacher_attention_mask"][i].bool()].tolist()
+        assert teacher_row == t_tok.apply_chat_template(teacher_conversation(task, recorded, True), tokenize=True, return_dict=False)
+        view = build_multiturn_view(ids, output["loss_masks"][i], PROMPTS[task], recorded, s_tok, t_tok)
+        mask, rewards = batch["loss_mask"][i, :n], batch["rewards"][i, :n]
+        assert torch.all(rewards[mask == 0] == 0)
+        torch.testing.assert_close(rewards, direct_turn_rewards(student, teacher, output["prompt_token_ids"][i], ids, view), atol=2e-4, rtol=1e-4)

@@ -26,7 +26,7 @@ from ...gold_forward import STUDENT_INPUT_KEYS, TEACHER_INPUT_KEYS, uld_between_
 from ...gold_metrics import payload_metrics
 from ...gold_setup import load_tokenizer
 from ...gold_steps import add_teacher_view, apply_gold_rewards, lift_gold_metrics, no_op_advantage
-from ..prompt_capture import InitMessagesCapture, require_prompt_capture
+from ..prompt_capture import ConversationCapture, require_prompt_capture
 from .workers import stack_outputs
 
 
@@ -40,9 +40,10 @@ def register_skyrl_functions() -> None:
 register_skyrl_functions()
 
 
-class GOLDGymGenerator(InitMessagesCapture, SkyRLGymGenerator):
-    """SkyRL's gym generator that also returns the messages each environment's init returned
-    (`gold_prompt_messages`, see prompt_capture.InitMessagesCapture)."""
+class GOLDGymGenerator(ConversationCapture, SkyRLGymGenerator):
+    """SkyRL's gym generator that also returns each trajectory's conversation: the messages its
+    environment's init returned and the turns and observations after them (`gold_prompt_messages`,
+    `gold_response_messages`, see prompt_capture.ConversationCapture)."""
 
 
 class GOLDDistillationTrainer(RayPPOTrainer):
@@ -53,7 +54,7 @@ class GOLDDistillationTrainer(RayPPOTrainer):
         self.gold = self.cfg.gold
         self.teacher_tokenizer = teacher_tokenizer
         self.same_vocabulary = same_vocabulary(token_bytes(self.tokenizer), token_bytes(teacher_tokenizer))
-        self.rollout_prompts = None
+        self.rollout_prompts = self.rollout_conversations = None
         require_prompt_capture(self.generator, self.same_vocabulary)
 
     def build_models(self, PolicyWorker, CriticWorker, RefWorker):
@@ -79,6 +80,7 @@ class GOLDDistillationTrainer(RayPPOTrainer):
         output = await super().generate(input_batch)
         # SkyRL passes only token ids past generation; the teacher needs the messages.
         self.rollout_prompts = output.get("gold_prompt_messages")
+        self.rollout_conversations = output.get("gold_response_messages")
         return output
 
     def convert_to_training_input(self, generator_output, uids) -> TrainingInputBatch:
@@ -87,6 +89,8 @@ class GOLDDistillationTrainer(RayPPOTrainer):
             add_teacher_view(
                 batch, generator_output["response_ids"], self.rollout_prompts, self.tokenizer,
                 self.teacher_tokenizer, self.gold, self.same_vocabulary,
+                loss_masks=generator_output["loss_masks"], conversations=self.rollout_conversations,
+                one_assistant_message=not self.cfg.generator.use_conversation_multi_turn,
             )
         )
         return batch

@@ -1,0 +1,401 @@
+"""Learning benchmark: what GOLD is worth where the digits do not match (`make learn`).
+
+Task: "a+b=" with a, b in 0..19, answer str(a + b) (400 problems). The teacher reads and writes
+with the real Qwen2.5 tokenizer (one token per digit), the student with the real Llama 3.1
+tokenizer (one token for every number below 1000), so an answer is one student token against one
+or two teacher tokens, and prompts differ too ("17+5=" is 4 Llama tokens, 5 Qwen tokens). A tiny Qwen2 teacher is trained on the task first; a tiny Llama
+student, warm-started on a teacher-independent task (demo_task.warm_start_answers: it writes the
+larger operand), is then trained with each method at the same number of steps and the same number
+of student samples per step:
+
+- reward: GOLD span log-ratio rewards, no_op advantages, importance_sampling policy loss;
+- loss-uld, loss-hybrid: the GOLD loss (sorted L1; JSD on byte-equal entries + sorted L1);
+- sft: fine-tuning on teacher samples, re-tokenized for the student;
+- outcome-rl: the task's 0/1 reward with SkyRL's GRPO advantages (group-normalized over
+  --group samples of each prompt) and the same policy loss;
+- student: the warm-started student alone (no further training).
+
+Everything goes through the demo's functions (cpu_demo: generate, teacher_signal, gold_step,
+sft_step, evaluate), which are the SkyRL path's functions.
+
+Output layers: with the real vocabularies (151665 / 128256 entries) the output layer is nearly all
+of a tiny model's cost. Each model's output layer scores only the tokens of its task support (the
+student: the numbers 0..999 and its end tokens; the teacher: the ten digits and its end token) and
+gives every other token of the real vocabulary probability exactly 0. That support defines the
+model: the student samples from exactly the distribution it is trained on, and every tensor is
+over the real vocabulary and token ids.
+
+Writes <out>/metrics.jsonl, <out>/summary.json, <out>/table.md and <out>/curves.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from gold_distillation.config import GOLDConfig
+from gold_distillation.cpu_demo import (
+    completion_text,
+    evaluate,
+    gap_closed,
+    generate,
+    gold_step,
+    linear_decay,
+    make_world,
+    pack,
+    response_logprobs,
+    sft_step,
+)
+from gold_distillation.demo_task import Problem, answer_ids, load_tokenizer, tiny_model, warm_start_answers
+from gold_distillation.gold_forward import response_logits
+from gold_distillation.losses import LOG_FLOOR, reduce_group_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKENIZERS_DIR = Path(os.environ.get("GOLD_TOKENIZERS_DIR", ROOT / ".." / "shared" / "tokenizers"))
+METHODS = ("reward", "loss-uld", "loss-hybrid", "sft", "outcome-rl", "student")
+# Policy-gradient methods (sampled, noisy gradients) train with a smaller learning rate than the
+# methods with a full-distribution or supervised target; measured on the CPU demo.
+PG_METHODS = ("reward", "outcome-rl")
+OPERAND_MAX = 19
+
+
+def problems() -> list[Problem]:
+    return [Problem(f"{a}+{b}=", str(a + b)) for a in range(OPERAND_MAX + 1) for b in range(OPERAND_MAX + 1)]
+
+
+class TaskEmbedding(torch.nn.Module):
+    """Input embedding over the real vocabulary with a row of its own for each token id the task
+    uses (prompts of both tokenizers, the output support) and one shared row for every other id:
+    a [vocab, H] table would make the optimizer step cost 100x the model's forward."""
+
+    def __init__(self, used: list[int], vocab: int, init: torch.Tensor):
+        super().__init__()
+        used = torch.tensor(sorted(set(used)))
+        row = torch.full((vocab,), len(used), dtype=torch.long)
+        row[used] = torch.arange(len(used))
+        self.register_buffer("row", row)
+        self.weight = torch.nn.Parameter(torch.cat([init[used], init.mean(0, keepdim=True)]).clone())
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.embedding(self.row[ids], self.weight)
+
+
+class SupportHead(torch.nn.Module):
+    """An output layer whose distribution lives on `support` (token ids of the real vocabulary).
+
+    hidden [..., H] -> logits [..., vocab]: scores against the (tied) input embedding rows of the
+    support, LOG_FLOOR elsewhere (exp(LOG_FLOOR) is exactly 0 in float32, so those tokens have
+    probability 0 and are never sampled). With use_compact the support scores alone [..., K].
+    """
+
+    def __init__(self, embedding: TaskEmbedding, support: list[int], vocab: int):
+        super().__init__()
+        self.embedding = embedding
+        self.register_buffer("support", torch.tensor(sorted(set(support))))
+        self.vocab = vocab
+        self.use_compact = False
+
+    def compact(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden @ self.embedding(self.support).T
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        scores = self.compact(hidden)
+        if self.use_compact:
+            return scores
+        return hidden.new_full((*hidden.shape[:-1], self.vocab), LOG_FLOOR).index_copy(-1, self.support, scores)
+
+
+def task_model(family: str, vocab: int, support: list[int], used: list[int], args, seed: int):
+    """A tiny random model of `family` over the real vocabulary with the task's embedding and
+    output support."""
+    model = tiny_model(family, vocab, args.hidden, args.layers, seed=seed)
+    model.model.embed_tokens = TaskEmbedding(used + support, vocab, model.model.embed_tokens.weight.detach())
+    model.lm_head = SupportHead(model.model.embed_tokens, support, vocab)
+    return model
+
+
+def support_fit(model, tok, prompts_of, problems_, answers: list[str], steps: int, lr: float, batch_size: int, seed: int):
+    """Supervised training on (problem, answer) pairs through the support scores (the same
+    log-probabilities as the full output layer, without the vocabulary-sized tensor)."""
+    head = model.lm_head
+    position = torch.full((head.vocab,), -1, dtype=torch.long)
+    position[head.support] = torch.arange(len(head.support))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    targets = [answer_ids(tok, a) for a in answers]
+    model.train()
+    head.use_compact = True
+    try:
+        for _ in range(steps):
+            pick = torch.randint(len(problems_), (batch_size,), generator=generator).tolist()
+            batch = pack(prompts_of([problems_[i] for i in pick]), [targets[i] for i in pick], tok.pad_token_id)
+            logits = response_logits(model, batch.sequences, batch.attention_mask, batch.response_ids.shape[1])
+            logp = torch.log_softmax(logits.float(), -1).gather(-1, position[batch.response_ids].clamp(min=0).unsqueeze(-1))
+            mask = batch.response_mask.float()
+            loss = -(logp.squeeze(-1) * mask).sum() / mask.sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        head.use_compact = False
+        model.eval()
+
+
+def grpo_advantages(scores: torch.Tensor, group: int, eps: float = 1e-6) -> torch.Tensor:
+    """GRPO's outcome advantages of scores [B] in consecutive groups of `group` samples (group > 1):
+    (score - group mean) / (group std + eps), SkyRL's grpo_norm_by_std default. Returns [B]."""
+    per_group = scores.view(-1, group)
+    return ((per_group - per_group.mean(-1, keepdim=True)) / (per_group.std(-1, keepdim=True) + eps)).flatten()
+
+
+def outcome_rl_step(world, student, chosen: list[Problem], group: int):
+    """GRPO on the task's 0/1 reward: `group` samples of each of len(chosen) // group prompts,
+    group-normalized outcome advantages as SkyRL's GRPO estimator computes them, the
+    importance_sampling policy loss."""
+    chosen = [p for p in chosen[: max(len(chosen) // group, 1)] for _ in range(group)]
+    tok = world.student_tok
+    prompts = world.prompts(chosen, "student")
+    responses = generate(student, tok, prompts, sample=True)
+    batch = pack(prompts, responses, tok.pad_token_id)
+    mask = batch.response_mask.float()
+    correct = torch.tensor([float(completion_text(tok, r) == p.answer) for r, p in zip(responses, chosen)])
+    advantages = grpo_advantages(correct, group).unsqueeze(-1) * mask
+    logprobs = response_logprobs(student, batch)
+    loss = reduce_group_loss(-torch.exp(logprobs - logprobs.detach()) * advantages * mask, mask, world.algorithm.loss_reduction, world.algorithm.max_seq_len)
+    return loss, {"outcome/reward": float(correct.mean()), "demo/student_tokens": int(mask.sum())}
+
+
+def train_method(worlds, method, student, train, eval_set, args, seed, log):
+    world = worlds["uld" if method == "loss-uld" else "hybrid"]
+    lr = args.pg_lr if method in PG_METHODS else args.lr
+    opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
+    schedule = linear_decay(opt, args.steps)
+    generator = torch.Generator().manual_seed(seed + 1)
+    torch.manual_seed(seed + 2)
+    curve = []
+    tokens = 0
+
+    def evaluate_at(step):
+        e = evaluate(world, student, world.student_tok, "student", eval_set)
+        curve.append({"step": step, "student_tokens": tokens, **e})
+        log({"seed": seed, "method": method, "step": step, "student_tokens": tokens, **{f"eval/{k}": v for k, v in e.items()}})
+
+    evaluate_at(0)
+    start = time.perf_counter()
+    steps = 0 if method == "student" else args.steps
+    for step in range(1, steps + 1):
+        chosen = [train[i] for i in torch.randint(len(train), (args.batch_size,), generator=generator).tolist()]
+        student.train()
+        if method == "sft":
+            loss, metrics = sft_step(world, student, chosen)
+        elif method == "outcome-rl":
+            loss, metrics = outcome_rl_step(world, student, chosen, args.group)
+        else:
+            loss, metrics = gold_step(world, student, "loss" if method.startswith("loss") else "reward", chosen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        schedule.step()
+        student.eval()
+        tokens += metrics["demo/student_tokens"]
+        if step % args.eval_every == 0 or step == steps:
+            evaluate_at(step)
+    return {"curve": curve, "seconds": time.perf_counter() - start}
+
+
+def steps_to_reach(curve: list[dict], accuracy: float) -> int | None:
+    """First evaluated step whose accuracy is at least `accuracy` (None if never)."""
+    return next((c["step"] for c in curve if c["accuracy"] >= accuracy), None)
+
+
+def run_seed(seed, args, worlds, train, eval_set, log, progress) -> dict:
+    torch.manual_seed(seed)
+    world = worlds["hybrid"]
+    tok = world.student_tok
+    used = sorted({i for ids in world.prompts(train, "student") for i in ids})
+    student0 = task_model("llama", len(tok), student_support(tok), used, args, seed + 100)
+    support_fit(
+        student0, tok, lambda ps: world.prompts(ps, "student"), train, warm_start_answers(train),
+        args.warm_start_steps, args.lr, args.teacher_batch_size, seed,
+    )
+    out = {}
+    for method in args.methods:
+        out[method] = train_method(worlds, method, copy.deepcopy(student0), train, eval_set, args, seed, log)
+        c = out[method]["curve"]
+        print(f"seed {seed} {method}: accuracy {c[0]['accuracy']:.2f} -> {c[-1]['accuracy']:.2f} "
+              f"({out[method]['seconds']:.0f} s)", file=progress, flush=True)
+    return out
+
+
+def student_support(tok) -> list[int]:
+    numbers = [tok(str(n), add_special_tokens=False)["input_ids"] for n in range(1000)]
+    assert all(len(ids) == 1 for ids in numbers), "the student tokenizer must write every number below 1000 as one token"
+    return [ids[0] for ids in numbers] + [tok.eos_token_id]
+
+
+def teacher_support(tok) -> list[int]:
+    digits = [tok(str(d), add_special_tokens=False)["input_ids"] for d in range(10)]
+    assert all(len(ids) == 1 for ids in digits), "the teacher tokenizer must write every digit as one token"
+    return [ids[0] for ids in digits] + [tok.eos_token_id]
+
+
+def summarize(per_seed: dict, teacher_eval: dict, methods) -> dict:
+    """Mean and spread (min, max over seeds) of the final accuracy, teacher log-likelihood and
+    student tokens of each method; gap closed and steps-to-outcome-RL's-final-accuracy per seed."""
+    table = {}
+    for method in methods:
+        finals = [per_seed[s][method]["curve"][-1] for s in per_seed]
+        befores = [per_seed[s][method]["curve"][0] for s in per_seed]
+        gaps = [gap_closed(b["accuracy"], f["accuracy"], teacher_eval["accuracy"]) for b, f in zip(befores, finals)]
+        row = {
+            "accuracy_before": [b["accuracy"] for b in befores],
+            "accuracy": [f["accuracy"] for f in finals],
+            "teacher_loglik": [f["teacher_loglik"] for f in finals],
+            "student_tokens": [f["student_tokens"] for f in finals],
+            "gap_closed": gaps,
+        }
+        if "outcome-rl" in methods:
+            rl = [per_seed[s]["outcome-rl"]["curve"] for s in per_seed]
+            row["steps_to_outcome_rl_final"] = [
+                steps_to_reach(per_seed[s][method]["curve"], r[-1]["accuracy"]) for s, r in zip(per_seed, rl)
+            ]
+        table[method] = row
+    return table
+
+
+def _stat(values) -> str:
+    if any(v is None for v in values):
+        return "n/a"
+    return f"{statistics.mean(values):.2f} [{min(values):.2f}, {max(values):.2f}]"
+
+
+def markdown(summary: dict) -> str:
+    t = summary["teacher"]
+    lines = [
+        f"teacher accuracy {t['accuracy']:.2f}; mean [min, max] over seeds {summary['seeds']}; "
+        f"{summary['steps']} steps x {summary['batch_size']} samples",
+        "",
+        "| method | accuracy before | accuracy after | gap closed (per seed) | teacher log-lik of answers | student tokens | steps to outcome-RL's final accuracy (per seed) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, r in summary["methods"].items():
+        gaps = ", ".join("n/a" if g is None else f"{g:.0%}" for g in r["gap_closed"])
+        reach = ", ".join("never" if s is None else str(s) for s in r.get("steps_to_outcome_rl_final", []))
+        lines.append(
+            f"| {method} | {_stat(r['accuracy_before'])} | {_stat(r['accuracy'])} | {gaps} | {_stat(r['teacher_loglik'])} "
+            f"| {statistics.mean(r['student_tokens']):.0f} | {reach} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(records: list[dict], methods, teacher_accuracy: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, key, title in zip(axes, ("eval/accuracy", "eval/teacher_loglik"), ("accuracy (greedy, eval set)", "teacher log-likelihood of greedy answers (nats)")):
+        for i, method in enumerate(methods):
+            seeds = sorted({r["seed"] for r in records if r.get("method") == method})
+            for j, seed in enumerate(seeds):
+                pts = [(r["step"], r[key]) for r in records if r.get("method") == method and r["seed"] == seed and key in r]
+                ax.plot(*zip(*pts), color=f"C{i}", alpha=0.8, marker="o", markersize=2, label=method if j == 0 else None)
+        if key == "eval/accuracy":
+            ax.axhline(teacher_accuracy, color="gray", linestyle="--", label="teacher")
+        ax.set_title(title + " - one line per seed", fontsize=10)
+        ax.set_xlabel("step (same student samples per step for every method but sft)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    torch.set_num_threads(1)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=16, help="student samples per step (outcome-rl: prompts x --group)")
+    p.add_argument("--group", type=int, default=4, help="outcome-rl: samples per prompt (GRPO group)")
+    p.add_argument("--lr", type=float, default=3e-3, help="loss modes, sft, warm start and teacher")
+    p.add_argument("--pg-lr", type=float, default=3e-4, help="reward mode and outcome-rl")
+    p.add_argument("--teacher-steps", type=int, default=800)
+    p.add_argument("--teacher-batch-size", type=int, default=64)
+    p.add_argument("--warm-start-steps", type=int, default=300)
+    p.add_argument("--eval-every", type=int, default=20)
+    p.add_argument("--eval-size", type=int, default=64)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "learning")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (the CI test)")
+    args = p.parse_args(argv)
+    args.methods = tuple(m for m in args.methods.split(",") if m)
+    unknown = set(args.methods) - set(METHODS)
+    if unknown:
+        p.error(f"--methods: unknown {sorted(unknown)}; choose from {','.join(METHODS)}")
+    if args.quick:
+        args.steps, args.eval_every, args.eval_size, args.batch_size, args.group = 10, 5, 16, 8, 4
+        args.teacher_steps, args.warm_start_steps, args.teacher_batch_size, args.hidden = 30, 20, 16, 32
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for name in ("qwen2.5-instruct", "llama3.1-instruct"):
+        if not (TOKENIZERS_DIR / name).is_dir():
+            sys.exit(f"real tokenizer {name} not found in {TOKENIZERS_DIR} (set GOLD_TOKENIZERS_DIR)")
+    wall = time.perf_counter()
+    teacher_tok = load_tokenizer(TOKENIZERS_DIR / "qwen2.5-instruct")
+    student_tok = load_tokenizer(TOKENIZERS_DIR / "llama3.1-instruct")
+    train = problems()
+    eval_set = [train[i] for i in torch.randperm(len(train), generator=torch.Generator().manual_seed(1234))[: args.eval_size].tolist()]
+    args.out.mkdir(parents=True, exist_ok=True)
+    records = []
+    with (args.out / "metrics.jsonl").open("w") as f:
+
+        def log(record):
+            records.append(record)
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+        world = make_world(student_tok, teacher_tok, None, GOLDConfig(hybrid=True), train)
+        used = sorted({i for ids in world.prompts(train, "teacher") for i in ids})
+        teacher = world.teacher = task_model("qwen2", len(teacher_tok), teacher_support(teacher_tok), used, args, 0)
+        support_fit(
+            teacher, teacher_tok, lambda ps: world.prompts(ps, "teacher"), train, [q.answer for q in train],
+            args.teacher_steps, args.lr, args.teacher_batch_size, 0,
+        )
+        teacher_eval = evaluate(world, teacher, teacher_tok, "teacher", eval_set)
+        log({"method": "teacher", **{f"eval/{k}": v for k, v in teacher_eval.items()}})
+        print(f"teacher: accuracy {teacher_eval['accuracy']:.2f} ({time.perf_counter() - wall:.0f} s)", flush=True)
+        worlds = {"hybrid": world, "uld": replace(world, gold=GOLDConfig(hybrid=False), hybrid=None, teacher_matched=None)}
+        per_seed = {s: run_seed(s, args, worlds, train, eval_set, log, sys.stdout) for s in seeds}
+    summary = {
+        "task": f"a+b= with a, b in 0..{OPERAND_MAX}; teacher Qwen2.5 tokenizer, student Llama 3.1 tokenizer",
+        "teacher": teacher_eval,
+        "seeds": seeds,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "methods": summarize(per_seed, teacher_eval, args.methods),
+        "curves": {str(s): {m: r["curve"] for m, r in per_seed[s].items()} for s in per_seed},
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "wall_seconds": time.perf_counter() - wall,
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    table = markdown(summary)
+    (args.out / "table.md").write_text(table + "\n")
+    plot(records, args.methods, teacher_eval["accuracy"], args.out / "curves.png")
+    print(table)
+    print(f"total wall time {summary['wall_seconds']:.0f} s; files in {args.out}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

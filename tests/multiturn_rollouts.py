@@ -1,0 +1,163 @@
+"""A deterministic multi-turn environment and a stand-in inference engine for SkyRL's gym generator
+(any SkyRL version): 2-3 turns per task, observations of varied length and roles, answers cut by the
+length limit. Used by the multi-turn tests of the teacher view and of both trainers."""
+
+import copy
+
+import torch
+from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput
+from skyrl_gym.envs.registration import register, registry
+
+ENV_NAME = "gold_test_scripted"
+LLAMA, QWEN = "llama3.1-instruct", "qwen2.5-instruct"
+MAX_TOKENS = 14  # generator.sampling_params.max_generate_length: longer answers are cut ("length")
+
+# Per task: the student's answer of each turn, and the environment's observations after each turn.
+# Observations start and end with a newline and turns before one end with a letter, so that no token
+# of the whole text crosses a turn's edge when they are written into one assistant message
+# (use_conversation_multi_turn=false): byte-level BPE joins punctuation to the newlines after it.
+SCRIPTS = {
+    "primes": {
+        "answers": [
+            'I will call the tool: search("primes") now',
+            "Next I check 13 with the calculator",
+            "A prime has exactly two divisors, one and itself, but the number one has only a single divisor.",
+        ],
+        "observations": [
+            [{"role": "tool", "content": "\n2, 3, 5, 7, 11, 13\n"}],
+            [{"role": "user", "content": "\nCorrect. Now explain why 1 is not prime, in detail, with every reason you know of.\n"}],
+            [{"role": "user", "content": "\nThanks.\n"}],
+        ],
+    },
+    "sum": {
+        "answers": [
+            "Let me add them one at a time, starting from the largest number in the list, which is nineteen.",
+            "Done: the sum is 41.",
+        ],
+        "observations": [[{"role": "user", "content": "\nGo on.\n"}], []],
+    },
+    # A turn ending in punctuation before an observation starting with a newline (one message:
+    # tokenizing the whole text at once would join them, test_pieces_are_tokenized_apart...).
+    "merge": {"answers": ["Check this.", "Fine"], "observations": [[{"role": "user", "content": "\nOk\n"}], []]},
+    # A special-token string of the teacher written as text by the student (test_special_token...).
+    "imstart": {"answers": ["Write <|im_start|> here", "Ok"], "observations": [[{"role": "user", "content": "\nWhy?\n"}], []]},
+    "header": {"answers": ["Write <|start_header_id|> here", "Ok"], "observations": [[{"role": "user", "content": "\nWhy?\n"}], []]},
+}
+PROMPTS = {
+    "merge": [{"role": "user", "content": "Task merge: check."}],
+    "imstart": [{"role": "user", "content": "Task imstart: spell a marker."}],
+    "header": [{"role": "user", "content": "Task header: spell a marker."}],
+    "primes": [{"role": "system", "content": "You solve tasks with tools."}, {"role": "user", "content": "Task primes: list primes."}],
+    "sum": [{"role": "user", "content": "Task sum: add 3, 19, 7, 12."}],
+}
+
+
+class ScriptedEnv(BaseTextEnv):
+    """Answers each turn with the task's next observations; done after the task's last turn."""
+
+    def __init__(self, env_config=None, extras=None):
+        super().__init__()
+        self.script = SCRIPTS[extras["task"]]
+        self.turn = 0
+
+    def init(self, prompt):
+        return prompt, {}
+
+    def step(self, action):
+        obs = self.script["observations"][self.turn]
+        self.turn += 1
+        return BaseTextEnvStepOutput(observations=copy.deepcopy(obs), reward=float(self.turn), done=self.turn == len(self.script["answers"]), metadata={})
+
+
+class ScriptedEngine:
+    """Stand-in inference engine client: the student's scripted answer for the task named in the
+    prompt and the turn reached (its tokens + EOS), cut to max_tokens tokens without EOS ("length")."""
+
+    def __init__(self, tokenizer, max_tokens):
+        self.tokenizer, self.max_tokens, self.calls = tokenizer, max_tokens, {}
+
+    async def generate(self, engine_input, **kwargs):
+        prompt = self.tokenizer.decode(engine_input["prompt_token_ids"][0])
+        task = next(t for t in SCRIPTS if f"Task {t}:" in prompt)
+        session = engine_input["session_ids"][0]
+        turn = self.calls[session] = self.calls.get(session, -1) + 1
+        text = SCRIPTS[task]["answers"][turn]
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+        stop = "stop"
+        if len(ids) > self.max_tokens:
+            ids, stop = ids[: self.max_tokens], "length"
+        text = self.tokenizer.decode(ids)  # what vLLM returns (keeps the EOS string here; SkyRL strips it)
+        return {"responses": [text], "response_ids": [ids], "stop_reasons": [stop], "response_logprobs": None}
+
+    async def finish_session(self, session_id):  # skyrl 0.4.0 releases each trajectory's session
+        pass
+
+
+def register_env():
+    if ENV_NAME not in registry:
+        register(id=ENV_NAME, entry_point=ScriptedEnv)
+
+
+def generator_input(tasks):
+    """SkyRL's GeneratorInput for the tasks (one trajectory each)."""
+    return {"prompts": [copy.deepcopy(PROMPTS[t]) for t in tasks], "env_classes": [ENV_NAME] * len(tasks),
+            "env_extras": [{"task": t} for t in tasks], "sampling_params": None}
+
+
+def teacher_conversation(task, recorded, multi_turn):
+    """What the teacher's template is applied to: the prompt and the recorded messages up to the
+    last assistant turn; with use_conversation_multi_turn=false, one assistant message holding the
+    turns and the observations' text, as the student wrote and read them."""
+    last = max(i for i, m in enumerate(recorded) if m["role"] == "assistant")
+    messages = recorded[: last + 1]
+    if not multi_turn:
+        messages = [{"role": "assistant", "content": "".join(m["content"] for m in messages)}]
+    return PROMPTS[task] + messages
+
+
+def token_logprobs(model, ids):
+    """log p(token_t | tokens before t) for t >= 1 of one unpadded sequence: [len(ids) - 1]."""
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+    return logp[:-1].gather(-1, torch.tensor(ids[1:])[:, None]).squeeze(-1)
+
+
+def gold_generator(student_path, teacher_path, student_tokenizer, multi_turn: bool, *overrides):
+    """The installed SkyRL's GOLDGymGenerator (main_gold_distill) around ScriptedEngine, with the run
+    config the GOLD entrypoint of that version builds: (cfg, generator)."""
+    from gold_distillation.adapters import SKYRL040, installed_skyrl
+    from gold_distillation.main_gold_distill import GOLDGymGenerator
+
+    register_env()
+    settings = [
+        "generator.max_turns=3", f"generator.use_conversation_multi_turn={str(multi_turn).lower()}",
+        f"generator.sampling_params.max_generate_length={MAX_TOKENS}", "trainer.max_prompt_length=4096",
+        "environment.skyrl_gym.max_env_workers=0", *overrides,
+    ]
+    engine = ScriptedEngine(student_tokenizer, MAX_TOKENS)
+    common = dict(inference_engine_client=engine, tokenizer=student_tokenizer)
+    if installed_skyrl() == SKYRL040:
+        from .skyrl040_standins import gold_cfg
+
+        # The stand-in engine returns no sampling log-probs (0.4.0 asks for them by default).
+        cfg = gold_cfg(student_path, teacher_path, *settings, "generator.sampling_params.logprobs=null", batch_size=2)
+        generator = GOLDGymGenerator(generator_cfg=cfg.generator, skyrl_gym_cfg=cfg.environment.skyrl_gym, policy_model_name=student_path, **common)
+    else:
+        from .skyrl_standins import gold_cfg
+
+        cfg = gold_cfg(student_path, teacher_path, *settings)
+        generator = GOLDGymGenerator(generator_cfg=cfg.generator, skyrl_gym_cfg=cfg.environment.skyrl_gym, model_name=student_path, **common)
+    return cfg, generator
+
+
+def direct_turn_rewards(student, teacher, prompt_ids, response_ids, view):
+    """Each student token's reward computed directly: its group's span log-ratio from unpadded
+    forwards of the two models over their own renderings (the student's prompt + response, the
+    teacher's view), 0 on tokens without a group. view: the rollout's TeacherView. Returns [R]."""
+    s_lp = token_logprobs(student, list(prompt_ids) + list(response_ids))[len(prompt_ids) - 1 :]
+    t_lp = token_logprobs(teacher, view.prompt_ids + view.response_ids)[len(view.prompt_ids) - 1 :]
+    expected = torch.zeros(len(response_ids))
+    for g in range(view.num_groups):
+        members = torch.from_numpy(view.student_groups == g)
+        expected[members] = t_lp[torch.from_numpy(view.teacher_groups == g)].sum() - s_lp[members].sum()
+    return expected
