@@ -14,7 +14,7 @@ from gold_distillation.served_teacher import ServedTeacher, ServedTeacherError
 from gold_distillation.teacher_view import build_teacher_views, collate_views
 
 from .conftest import tiny_model
-from .test_trainer import PROMPTS, generator_output
+from .rollouts import PROMPTS, generator_output
 from .vllm_standin import StandInVLLM
 
 PAIRS = {"llama->qwen": ("llama3.1-instruct", "qwen2.5-instruct", "qwen2"),
@@ -60,9 +60,16 @@ def client(server, tok, **kwargs):
 @pytest.mark.parametrize("truncate", [False, True])
 @pytest.mark.parametrize("pair", list(PAIRS))
 def test_served_span_logprobs_and_rewards_equal_the_ref_worker_path(tokenizers, pair, truncate):
+    from gold_distillation.adapters import SKYRL040, installed_skyrl
     from gold_distillation.gold_steps import teacher_forward
 
-    from .skyrl_standins import TrainingInputBatch, wrap
+    # The ref worker's teacher pass: the installed SkyRL's model wrapper and batch.
+    if installed_skyrl() == SKYRL040:
+        from skyrl.backends.skyrl_train.training_batch import TrainingInputBatch
+
+        from .skyrl040_standins import wrap
+    else:
+        from .skyrl_standins import TrainingInputBatch, wrap
 
     student_name, teacher_name, family = PAIRS[pair]
     t_tok = tokenizers[teacher_name]
