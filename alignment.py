@@ -468,11 +468,12 @@ def same_vocabulary(a: TokenBytes, b: TokenBytes) -> bool:
 
 
 @lru_cache(maxsize=8)
-def vocab_map(student: TokenBytes, teacher: TokenBytes) -> VocabMap:
+def vocab_map(student: TokenBytes, teacher: TokenBytes, ends: tuple[int, int] | None = None) -> VocabMap:
     """Byte-equal vocabulary map of a tokenizer pair, built once per pair (cached).
 
     Identical vocabularies map every id to itself. Otherwise special tokens are left out, except
-    the two EOS tokens, which both mean "the response ends here" and are matched to each other;
+    the pair `ends` = (student id, teacher id) of the tokens that end a response in the two views
+    (both mean "the response ends here"; default: the two EOS tokens), matched to each other;
     where one side holds several ids with the same bytes (a SentencePiece byte token and the
     regular piece), the regular piece is matched.
     """
@@ -491,8 +492,10 @@ def vocab_map(student: TokenBytes, teacher: TokenBytes) -> VocabMap:
 
     student_by_bytes = canonical(student)
     pairs = [(s, t) for piece, t in canonical(teacher).items() if (s := student_by_bytes.get(piece)) is not None]
-    if student.eos_token_id is not None and teacher.eos_token_id is not None:
-        pairs.append((student.eos_token_id, teacher.eos_token_id))
+    if ends is None and student.eos_token_id is not None and teacher.eos_token_id is not None:
+        ends = (student.eos_token_id, teacher.eos_token_id)
+    if ends is not None:
+        pairs.append(ends)
     pairs.sort(key=lambda p: p[1])
     student_ids = np.array([s for s, _ in pairs], dtype=np.int64)
     teacher_ids = np.array([t for _, t in pairs], dtype=np.int64)

@@ -11,6 +11,7 @@ import torch
 from .alignment import token_bytes, vocab_map
 from .config import hybrid_weights
 from .gold_forward import HybridTables
+from .teacher_view import end_of_turn_id, teacher_end_id
 
 
 @lru_cache(maxsize=4)
@@ -34,8 +35,17 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 
 
 def hybrid_tables(student_tokenizer, teacher_tokenizer, gold, device="cpu") -> HybridTables:
-    """Vocabulary map of the pair as tensors, with the configured (or adaptive) part weights."""
-    vmap = vocab_map(token_bytes(student_tokenizer), token_bytes(teacher_tokenizer))
+    """Vocabulary map of the pair as tensors, with the configured (or adaptive) part weights.
+
+    The end tokens of the two views are matched to each other: the student's first
+    gold.student_eos_token_ids entry (default: the end-of-turn token its chat template writes) and the
+    teacher's end token (gold.teacher_end_token, default its template's end-of-turn token). Phi-3 ends
+    a turn with <|end|>, not its EOS <|endoftext|>; pairing the EOS tokens would leave the end group's
+    matched part empty."""
+    student_end = gold.student_eos_token_ids[0] if gold.student_eos_token_ids else end_of_turn_id(student_tokenizer)
+    teacher_end = teacher_end_id(teacher_tokenizer, gold.teacher_end_token)
+    ends = None if student_end is None else (int(student_end), int(teacher_end))
+    vmap = vocab_map(token_bytes(student_tokenizer), token_bytes(teacher_tokenizer), ends)
     matched, unmatched = hybrid_weights(gold, vmap.matched_share)
     return HybridTables(
         teacher_to_student=torch.from_numpy(vmap.teacher_to_student).to(device),
