@@ -21,6 +21,7 @@ from .teacher_view import (
     _apply_template,
     _with_eos_group,
     build_teacher_views,
+    continuation_backend,
     fold_system,
     student_end_ids,
     teacher_end_id,
@@ -143,14 +144,16 @@ def build_multiturn_view(
     offset, respelled, ended, unfinished = 0, False, False, False
     for k, message_parts in enumerate(parts):
         end_group = None
-        for part in message_parts:
+        for j, part in enumerate(message_parts):
+            # Parts after the first continue the message's plain text (one assistant message).
+            continuation = j > 0
             if part.turn < 0:
-                tokens = _tokenize_template(teacher_tokenizer, part.text)
+                tokens = _tokenize_template(teacher_tokenizer, part.text, continuation)
                 response += tokens
                 teacher_groups.append(np.full(len(tokens), -1, dtype=np.int64))
                 continue
             turn = turn_texts[part.turn]
-            tokens, spans = tokenize_completion(teacher_tokenizer, turn.text)
+            tokens, spans = tokenize_completion(teacher_tokenizer, turn.text, continuation)
             respelled |= spans.respelled
             n_bytes = len(turn.text.encode("utf-8"))
             alignment = align_spans(turn.decoded.starts, turn.decoded.ends, spans.starts, spans.ends, n_bytes)
@@ -290,10 +293,15 @@ def _template_pieces(tokenizer, conversation: list[dict], holders: list[int]) ->
     return [full[bounds[i] : bounds[i + 1]] for i in range(0, len(bounds), 2)]
 
 
-def _tokenize_template(tokenizer, text: str) -> list[int]:
+def _tokenize_template(tokenizer, text: str, continuation: bool = False) -> list[int]:
     """Teacher tokens of template text: special tokens written by the template are special, as in
-    apply_chat_template (which tokenizes its rendering without adding special tokens)."""
-    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+    apply_chat_template (which tokenizes its rendering without adding special tokens).
+    continuation: the text continues plain text (no start-of-segment prefix)."""
+    if not text:
+        return []
+    if continuation:
+        return continuation_backend(tokenizer, specials_as_text=False).encode(text, add_special_tokens=False).ids
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def _end_position(table, tokens: list[int], end_id: int, tokenizer, override: str | None) -> int:

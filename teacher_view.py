@@ -159,20 +159,21 @@ def teacher_end_id(tokenizer, override: str | None = None) -> int:
     return token_id
 
 
-def tokenize_completion(tokenizer, text: str) -> tuple[list[int], DecodedTokens]:
+def tokenize_completion(tokenizer, text: str, continuation: bool = False) -> tuple[list[int], DecodedTokens]:
     """Teacher tokens of the completion text and their byte spans in that text.
 
     Special-token strings in the text stay plain text (split_special_tokens). Spans come from the
     token bytes; if the tokenizer's normalizer changed the text (Qwen's NFC on non-NFC input),
     they come from the tokenizer's character offsets into the original text instead, and the
-    spans are marked `respelled`.
+    spans are marked `respelled`. continuation: the text continues plain text of the same
+    rendering, so the tokenizer's start-of-segment prefix is not written (see continuation_backend).
     """
     # The Rust tokenizer directly: the same encoding as tokenizer(text), without converting
     # offsets to Python lists that only the rare normalized case reads.
     # encode_batch of one text, not encode: it releases the GIL, so build_teacher_views' threads
     # tokenize in parallel. The flag is left alone when set (build_teacher_views sets it once: a
     # change while another thread encodes would fail).
-    backend = tokenizer.backend_tokenizer
+    backend = continuation_backend(tokenizer, specials_as_text=True) if continuation else tokenizer.backend_tokenizer
     with _special_tokens_as_text(backend):
         encoding = backend.encode_batch([text], add_special_tokens=False)[0]
     ids = encoding.ids
@@ -183,6 +184,51 @@ def tokenize_completion(tokenizer, text: str) -> tuple[list[int], DecodedTokens]
     if decoded.text == text:
         return ids, decoded
     return ids, replace(_spans_from_char_offsets(text, encoding.offsets), respelled=True)
+
+
+_CONTINUATION: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def continuation_backend(tokenizer, specials_as_text: bool):
+    """The tokenizer's Rust backend without its start-of-segment prefix, for text that continues
+    plain text: SentencePiece-style tokenizers (Llama 2, Mistral, Phi-3) write "▁" before every
+    segment between special tokens (a Prepend normalizer, or Metaspace's prepend_scheme), and
+    ByteLevel's add_prefix_space a space; inside one rendering only the segment's start gets it, so a
+    piece tokenized on its own would read a space nobody wrote. The original backend where the
+    tokenizer writes no prefix. Built once per tokenizer and flag (the flag is fixed at creation,
+    so threads never change it)."""
+    cached = _CONTINUATION.setdefault(tokenizer, {})
+    if specials_as_text not in cached:
+        from tokenizers import Tokenizer
+
+        spec = json.loads(tokenizer.backend_tokenizer.to_str())
+        changed = [False]
+
+        def without_prefix(node):
+            if not node:
+                return node
+            if node.get("type") == "Sequence":
+                key = "normalizers" if "normalizers" in node else "pretokenizers"
+                kept = [n for n in map(without_prefix, node[key]) if n is not None]
+                return {**node, key: kept}
+            if node.get("type") == "Prepend":
+                changed[0] = True
+                return None
+            if node.get("type") == "Metaspace" and (node.get("prepend_scheme", "always") != "never" or node.get("add_prefix_space")):
+                changed[0] = True
+                return {**node, "prepend_scheme": "never", **({"add_prefix_space": False} if "add_prefix_space" in node else {})}
+            if node.get("type") == "ByteLevel" and node.get("add_prefix_space"):
+                changed[0] = True
+                return {**node, "add_prefix_space": False}
+            return node
+
+        spec["normalizer"] = without_prefix(spec.get("normalizer"))
+        spec["pre_tokenizer"] = without_prefix(spec.get("pre_tokenizer"))
+        backend = Tokenizer.from_str(json.dumps(spec)) if changed[0] else tokenizer.backend_tokenizer
+        if backend is not tokenizer.backend_tokenizer:
+            backend.encode_special_tokens = specials_as_text
+        cached[specials_as_text] = backend
+    return cached[specials_as_text]
 
 
 @contextmanager

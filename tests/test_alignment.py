@@ -9,7 +9,7 @@ import pytest
 
 from gold_distillation.alignment import align_spans, decode_with_spans, token_bytes, vocab_map
 from gold_distillation.gold_metrics import respelled_metric, response_end_metrics
-from gold_distillation.teacher_view import build_teacher_view, student_end_ids, teacher_end_id, tokenize_completion
+from gold_distillation.teacher_view import build_teacher_view, continuation_backend, student_end_ids, teacher_end_id, tokenize_completion
 
 from .conftest import TOKENIZER_NAMES
 from .corpus import CORPUS
@@ -396,3 +396,18 @@ def test_texts_the_teacher_respells_are_flagged_and_groups_stay_consistent(token
         lo = np.searchsorted(char_of_byte, student_spans.starts[members[0]])
         hi = np.searchsorted(char_of_byte, student_spans.ends[members[-1]])
         assert lo <= start and (end <= hi or start == end), (j, teacher.convert_ids_to_tokens(view.response_ids[j]))
+
+
+@pytest.mark.parametrize("name", TOKENIZER_NAMES)
+def test_continuation_tokens_read_no_space_nobody_wrote(tokenizers, name):
+    """Text that continues plain text, tokenized on its own: the tokens after the earlier text's
+    decode to exactly the joined text (SentencePiece tokenizers would otherwise write "▁" at the
+    piece's start); tokenizers that write no segment prefix keep their own backend."""
+    tok = tokenizers[name]
+    before = "Check this."
+    for text in ["\nOk\n", "Fine", " and then some 42", "\n<|im_start|> literal"]:
+        ids, spans = tokenize_completion(tok, text, continuation=True)
+        assert tok.decode(tok(before, add_special_tokens=False)["input_ids"] + ids) == before + text
+        assert spans.ends[-1] == len(text.encode("utf-8"))
+    prefixed = any(step.get("type") == "Prepend" for step in (json.loads(tok.backend_tokenizer.to_str())["normalizer"] or {}).get("normalizers", []))
+    assert (continuation_backend(tok, specials_as_text=True) is not tok.backend_tokenizer) == prefixed

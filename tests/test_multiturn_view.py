@@ -16,7 +16,7 @@ from gold_distillation.alignment import decode_with_spans, token_bytes
 from gold_distillation.gold_forward import response_logits, teacher_payload
 from gold_distillation.losses import span_logprobs, span_rewards
 from gold_distillation.multiturn_view import assistant_runs, build_multiturn_view
-from gold_distillation.teacher_view import collate_views, render_prompt
+from gold_distillation.teacher_view import collate_views, render_prompt, student_end_ids, teacher_end_id
 
 from .conftest import TOKENIZERS_DIR, tiny_model
 
@@ -35,7 +35,29 @@ def rollouts(tok, multi_turn: bool, tasks=("primes", "sum")):
     return list(tasks), output, output["gold_response_messages"]
 
 
-PAIRS = [(LLAMA, QWEN), (QWEN, LLAMA)]
+def group_texts(table, ids, groups, end_ids):
+    """({group: its text as bytes}, [text of each run]): every run of grouped tokens other than end
+    tokens (an assistant turn's text) decoded on its own, as the tokenizer's decoder decodes it
+    (Phi-3's decoder strips the space its normalizer writes before each segment), cut at the tokens' spans."""
+    ids = np.asarray(ids)
+    texts: dict[int, bytes] = {}
+    runs = []
+    at = np.flatnonzero((groups >= 0) & ~np.isin(ids, list(end_ids)))
+    for run in np.split(at, np.flatnonzero(np.diff(at) > 1) + 1):
+        decoded = decode_with_spans(table, ids[run].tolist())
+        raw = decoded.text.encode("utf-8")
+        runs.append(decoded.text)
+        for j, position in enumerate(run):
+            g = int(groups[position])
+            texts[g] = texts.get(g, b"") + raw[decoded.starts[j] : decoded.ends[j]]
+    return texts, runs
+
+
+PHI3 = "phi3-mini"
+BYTE_LEVEL_PAIRS = [(LLAMA, QWEN), (QWEN, LLAMA)]
+# Phi-3: a SentencePiece teacher whose normalizer writes "▁" before every segment between special
+# tokens, and whose template tokens strip the newline after them.
+PAIRS = BYTE_LEVEL_PAIRS + [(LLAMA, PHI3), (QWEN, PHI3)]
 
 
 @pytest.mark.parametrize("multi_turn", [True, False], ids=["conversation", "one_message"])
@@ -61,19 +83,18 @@ def test_teacher_sequence_is_its_template_of_the_recorded_conversation(tokenizer
         # Every group spells the same text on both sides (the end tokens' group aside).
         s_table, t_table = token_bytes(s_tok), token_bytes(t_tok)
         t_ids = np.asarray(view.response_ids)
-        ends = {s_tok.eos_token_id, t_tok.convert_tokens_to_ids("<|im_end|>"), t_tok.convert_tokens_to_ids("<|eot_id|>")}
-        for g in range(view.num_groups):
-            s_text = b"".join(s_table.pieces[t] for t in np.asarray(ids)[s_groups == g] if t not in ends)
-            t_text = b"".join(t_table.pieces[t] for t in t_ids[t_groups == g] if t not in ends)
-            assert s_text == t_text, (task, g)
+        end_id = teacher_end_id(t_tok)
+        s_texts, _ = group_texts(s_table, ids, s_groups, student_end_ids(s_tok))
+        t_texts, t_runs = group_texts(t_table, t_ids, t_groups, {end_id})
+        assert s_texts == t_texts, task
+        assert set(t_texts) | set(t_groups[(t_ids == end_id) & (t_groups >= 0)].tolist()) == set(range(view.num_groups))
         # The teacher's grouped tokens are exactly the turns' texts and their end-of-turn tokens.
         turns = [m["content"] for m in records[i] if m["role"] == "assistant"]
-        grouped_text = decode_with_spans(t_table, t_ids[t_groups >= 0].tolist()).text
-        end_text = t_tok.convert_ids_to_tokens(t_ids[t_groups >= 0][-1].item())
+        assert t_ids[t_groups >= 0][-1] == end_id
         if multi_turn:
-            assert grouped_text == end_text.join(turns) + end_text
+            assert t_runs == turns and np.sum(t_ids[t_groups >= 0] == end_id) == len(turns)
         else:
-            assert grouped_text == "".join(turns) + end_text
+            assert "".join(t_runs) == "".join(turns)
         # One end-of-turn group per turn the template closes; a turn cut by the length limit ends
         # unfinished (the teacher's end token joins its last text group).
         assert view.unfinished == (output["stop_reasons"][i] == "length")
@@ -87,7 +108,7 @@ def test_turn_rewards_are_span_log_ratios_of_unpadded_forwards(tokenizers, stude
     their own renderings; every loss-mask-0 token gets 0. With one tokenizer: stock on-policy
     distillation, -(log p_student - log p_teacher) per assistant token."""
     s_tok, t_tok = tokenizers[student_name], tokenizers[teacher_name]
-    family = {LLAMA: "llama", QWEN: "qwen2"}
+    family = {LLAMA: "llama", QWEN: "qwen2", PHI3: "llama"}
     student = tiny_model(family[student_name], len(s_tok), seed=11)
     teacher = tiny_model(family[teacher_name], len(t_tok), seed=12)
     tasks, output, records = rollouts(s_tok, multi_turn)
@@ -248,7 +269,7 @@ def test_rollout_views_pick_the_builder_by_the_recorded_conversation(tokenizers)
         build_rollout_views(responses, masks[:-1], prompts, records + [[]], s_tok, t_tok)
 
 
-@pytest.mark.parametrize("student_name,teacher_name", PAIRS)
+@pytest.mark.parametrize("student_name,teacher_name", BYTE_LEVEL_PAIRS)
 def test_pieces_are_tokenized_apart_as_the_student_wrote_them(tokenizers, student_name, teacher_name):
     """One assistant message (use_conversation_multi_turn=false) whose turn ends in "." right before
     an observation starting with a newline: tokenizing the whole text at once joins ".\\n" into one
