@@ -17,57 +17,33 @@ import torch
 from skyrl_train.training_batch import TrainingInputBatch, TrainingOutputBatch
 from skyrl_train.workers.fsdp.fsdp_worker import FSDPPolicyWorkerBase, FSDPRefWorkerBase
 
-from ...gold_setup import hybrid_tables, tokenizers_from_cfg
-from ...gold_steps import compute_device, student_loss, student_statistics, teacher_forward
+from ...gold_setup import tokenizers_from_cfg
+from ...gold_steps import compute_device, student_loss
+from ..gold_workers import GOLDPolicyMixin, GOLDRefMixin
 
 
-class GOLDRefWorkerBase(FSDPRefWorkerBase):
+class GOLDRefWorkerBase(GOLDRefMixin, FSDPRefWorkerBase):
     """FSDP ref worker whose forward is `teacher_forward` on the teacher's sequences and groups."""
 
-    def init_model(self, model_path):
-        super().init_model(model_path)
-        self.setup_gold()
-
-    def setup_gold(self):
-        """Teacher-side tables of the hybrid loss (loaded once, from the two tokenizers)."""
-        self.teacher_matched = None
-        if self.cfg.gold.mode == "loss" and self.cfg.gold.hybrid:
-            student_tok, teacher_tok = tokenizers_from_cfg(self.cfg)
-            self.teacher_matched = hybrid_tables(student_tok, teacher_tok, self.cfg.gold).teacher_to_student >= 0
+    def gold_tokenizers(self):
+        return tokenizers_from_cfg(self.cfg)
 
     def _forward_micro_batch(self, micro_batch: TrainingInputBatch) -> TrainingOutputBatch:
-        device = compute_device()
-        micro_batch.to(device)
-        matched = None if self.teacher_matched is None else self.teacher_matched.to(device)
-        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            payload = teacher_forward(self.model, micro_batch, self.cfg.gold, matched)
-        output = TrainingOutputBatch({key: value.cpu() for key, value in payload.items()})
+        output = TrainingOutputBatch(self.gold_payload(micro_batch))
         output.metadata = micro_batch.metadata
         return output
 
 
-class GOLDPolicyWorkerBase(FSDPPolicyWorkerBase):
+class GOLDPolicyWorkerBase(GOLDPolicyMixin, FSDPPolicyWorkerBase):
     """FSDP policy worker: GOLD loss in loss mode, student group statistics on request."""
 
-    def init_model(self, model_path, num_training_steps: int = None):
-        super().init_model(model_path, num_training_steps=num_training_steps)
-        self.setup_gold()
-
-    def setup_gold(self):
-        """Student-side tables of the hybrid loss (loaded once, from the two tokenizers)."""
-        self.hybrid = None
-        if self.cfg.gold.mode == "loss" and self.cfg.gold.hybrid:
-            student_tok, teacher_tok = tokenizers_from_cfg(self.cfg)
-            self.hybrid = hybrid_tables(student_tok, teacher_tok, self.cfg.gold, compute_device())
+    def gold_tokenizers(self):
+        return tokenizers_from_cfg(self.cfg)
 
     def _forward_micro_batch(self, micro_batch: TrainingInputBatch) -> TrainingOutputBatch:
         if "student_group_ids" not in micro_batch:
             return super()._forward_micro_batch(micro_batch)
-        micro_batch.to(compute_device())
-        self.model.eval()
-        with torch.no_grad():
-            stats = student_statistics(self.model, micro_batch, self.cfg.gold)
-        output = TrainingOutputBatch({key: value.cpu() for key, value in stats.items()})
+        output = TrainingOutputBatch(self.gold_statistics(micro_batch))
         output.metadata = micro_batch.metadata
         return output
 

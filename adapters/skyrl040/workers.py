@@ -21,8 +21,9 @@ from skyrl.backends.skyrl_train.training_batch import TrainingInputBatch, Traini
 from skyrl.backends.skyrl_train.workers.fsdp.fsdp_worker import FSDPPolicyWorkerBase, FSDPRefWorkerBase
 from skyrl.backends.skyrl_train.workers.worker_utils import all_reduce_metrics, reduce_metrics
 
-from ...gold_setup import hybrid_tables, load_tokenizer
-from ...gold_steps import compute_device, student_loss, student_statistics, teacher_forward
+from ...gold_setup import load_tokenizer
+from ...gold_steps import compute_device, student_loss
+from ..gold_workers import GOLDPolicyMixin, GOLDRefMixin
 
 
 def tokenizers_from_trainer_cfg(cfg):
@@ -59,46 +60,25 @@ def _run_micro_batches(worker, data: TrainingInputBatch, size: int) -> WorkerOut
     return WorkerOutput(loss_fn_outputs=per_sample_outputs(TrainingOutputBatch.cat(outputs)), metrics={})
 
 
-class GOLDRefWorkerBase(FSDPRefWorkerBase):
+class GOLDRefWorkerBase(GOLDRefMixin, FSDPRefWorkerBase):
     """FSDP ref worker whose forward is gold_steps.teacher_forward on the teacher's sequences."""
 
-    def init_model(self, model_path):
-        super().init_model(model_path)
-        self.setup_gold()
-
-    def setup_gold(self):
-        """Teacher-side tables of the hybrid loss (loaded once, from the two tokenizers)."""
-        self.teacher_matched = None
-        if self.cfg.gold.mode == "loss" and self.cfg.gold.hybrid:
-            student_tok, teacher_tok = tokenizers_from_trainer_cfg(self.cfg)
-            self.teacher_matched = hybrid_tables(student_tok, teacher_tok, self.cfg.gold).teacher_to_student >= 0
+    def gold_tokenizers(self):
+        return tokenizers_from_trainer_cfg(self.cfg)
 
     def forward(self, data: TrainingInputBatch) -> WorkerOutput:
         """Per-sample teacher payloads (gold_forward.PAYLOAD_KEYS rows) of the batch."""
         return _run_micro_batches(self, data, self.cfg.micro_forward_batch_size_per_gpu)
 
     def _forward_micro_batch(self, micro_batch: TrainingInputBatch) -> TrainingOutputBatch:
-        device = compute_device()
-        micro_batch.to(device)
-        matched = None if self.teacher_matched is None else self.teacher_matched.to(device)
-        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            payload = teacher_forward(self.model, micro_batch, self.cfg.gold, matched)
-        return TrainingOutputBatch({key: value.cpu() for key, value in payload.items()})
+        return TrainingOutputBatch(self.gold_payload(micro_batch))
 
 
-class GOLDPolicyWorkerBase(FSDPPolicyWorkerBase):
+class GOLDPolicyWorkerBase(GOLDPolicyMixin, FSDPPolicyWorkerBase):
     """FSDP policy worker: GOLD loss in loss mode, student group statistics on request."""
 
-    def init_model(self, model_path, num_training_steps: int = None):
-        super().init_model(model_path, num_training_steps=num_training_steps)
-        self.setup_gold()
-
-    def setup_gold(self):
-        """Student-side tables of the hybrid loss (loaded once, from the two tokenizers)."""
-        self.hybrid = None
-        if self.cfg.gold.mode == "loss" and self.cfg.gold.hybrid:
-            student_tok, teacher_tok = tokenizers_from_trainer_cfg(self.cfg)
-            self.hybrid = hybrid_tables(student_tok, teacher_tok, self.cfg.gold, compute_device())
+    def gold_tokenizers(self):
+        return tokenizers_from_trainer_cfg(self.cfg)
 
     def forward(self, data: TrainingInputBatch, loss_fn=None, loss_fn_config=None, return_per_token_outputs: bool = True) -> WorkerOutput:
         if "student_group_ids" not in data:
@@ -108,11 +88,7 @@ class GOLDPolicyWorkerBase(FSDPPolicyWorkerBase):
     def _forward_micro_batch(self, micro_batch: TrainingInputBatch) -> TrainingOutputBatch:
         if "student_group_ids" not in micro_batch:
             return super()._forward_micro_batch(micro_batch)
-        micro_batch.to(compute_device())
-        self.model.eval()
-        with torch.no_grad():
-            stats = student_statistics(self.model, micro_batch, self.cfg.gold)
-        return TrainingOutputBatch({key: value.cpu() for key, value in stats.items()})
+        return TrainingOutputBatch(self.gold_statistics(micro_batch))
 
     def forward_backward(self, data: TrainingInputBatch, loss_fn=None, loss_fn_config=None, return_per_token_outputs: bool = True) -> WorkerOutput:
         if self.cfg.gold.mode != "loss" or loss_fn is not None:
