@@ -19,7 +19,7 @@ from skyrl_train.workers.fsdp.fsdp_worker import FSDPPolicyWorkerBase, FSDPRefWo
 
 from ...gold_setup import tokenizers_from_cfg
 from ...gold_steps import compute_device, student_loss
-from ..gold_workers import GOLDPolicyMixin, GOLDRefMixin
+from ..worker_common import GOLDPolicyMixin, GOLDRefMixin
 
 
 class GOLDRefWorkerBase(GOLDRefMixin, FSDPRefWorkerBase):

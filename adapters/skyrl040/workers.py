@@ -23,7 +23,7 @@ from skyrl.backends.skyrl_train.workers.worker_utils import all_reduce_metrics, 
 
 from ...gold_setup import load_tokenizer
 from ...gold_steps import compute_device, student_loss
-from ..gold_workers import GOLDPolicyMixin, GOLDRefMixin
+from ..worker_common import GOLDPolicyMixin, GOLDRefMixin
 
 
 def tokenizers_from_trainer_cfg(cfg):
