@@ -72,6 +72,8 @@ class ServedTeacher:
         self.max_teacher_length = max_teacher_length
         self.metrics: dict[str, float] = {}
         self._retried = 0
+        # One thread for batches scored in the background (`submit`), one batch at a time.
+        self._background = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="served-teacher")
 
     @classmethod
     def from_config(cls, gold, teacher_tokenizer, check: bool = True) -> "ServedTeacher":
@@ -105,6 +107,12 @@ class ServedTeacher:
         them out. Returns {"teacher_span_logprobs": [B, G] float32, "teacher_group_mask": [B, G] bool}.
         """
         return _run(self.span_logprobs_async(views, teacher_group_ids, num_groups))
+
+    def submit(self, views: Sequence, teacher_group_ids: torch.Tensor, num_groups: int) -> concurrent.futures.Future:
+        """span_logprobs_for started in a background thread: every request of the batch is sent now,
+        and the caller reads the payload with .result() when it needs it, doing other work meanwhile
+        (the trainer: SkyRL's student forward pass). `metrics` describe the batch once it is done."""
+        return self._background.submit(asyncio.run, self.span_logprobs_async(views, teacher_group_ids, num_groups))
 
     async def span_logprobs_async(self, views: Sequence, teacher_group_ids: torch.Tensor, num_groups: int) -> dict[str, torch.Tensor]:
         """span_logprobs_for inside a running event loop (trainers whose step is async)."""

@@ -113,6 +113,21 @@ def test_sync_call_works_inside_a_running_event_loop(server, tokenizers):
     assert torch.equal(asyncio.run(inside())["teacher_span_logprobs"], plain["teacher_span_logprobs"])
 
 
+def test_submit_scores_the_batch_in_the_background(server, tokenizers):
+    """The trainer sends a batch's requests with submit and reads them after the student's forward
+    pass: the same payload as the synchronous call, and a bad answer raises at .result()."""
+    views, collated = views_for(tokenizers, "llama3.1-instruct", "qwen2.5-instruct")
+    served = client(server, tokenizers["qwen2.5-instruct"])
+    plain = served.span_logprobs_for(views, collated.teacher_group_ids, collated.num_groups)
+    background = served.submit(views, collated.teacher_group_ids, collated.num_groups).result(timeout=60)
+    assert all(torch.equal(background[key], plain[key]) for key in plain)
+    assert served.metrics["gold/teacher_requests"] == len(views)
+    server.faults[:] = ["nan"]
+    future = served.submit(views, collated.teacher_group_ids, collated.num_groups)
+    with pytest.raises(ServedTeacherError, match="non-finite"):
+        future.result(timeout=60)
+
+
 # ---------------------------------------------------------------------------- faults
 def test_transient_errors_are_retried_and_give_the_clean_answer(server, tokenizers):
     views, collated = views_for(tokenizers, "llama3.1-instruct", "qwen2.5-instruct")
