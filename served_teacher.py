@@ -7,7 +7,9 @@ ids to the server's `/v1/completions` with max_tokens=1 and prompt_logprobs=0; t
 token id (a string in JSON) of {logprob, rank, decoded_token}. The log-probs of the response tokens
 become span log-probs through losses.span_logprobs, as on the ref-worker path. Every answer is checked
 (count, the sent token's key, finite values); a bad answer is an error naming the gold.* setting,
-never a reward. No SkyRL import: the trainers of every SkyRL version call this.
+never a reward. Requests go out in rounds (ScoringRound), one per training batch, on an event loop
+of their own: a trainer sends each view as soon as it is known and collects the batch when its
+reward step needs it. No SkyRL import: the trainers of every SkyRL version call this.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import threading
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -72,8 +75,6 @@ class ServedTeacher:
         self.max_teacher_length = max_teacher_length
         self.metrics: dict[str, float] = {}
         self._retried = 0
-        # One thread for batches scored in the background (`submit`), one batch at a time.
-        self._background = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="served-teacher")
 
     @classmethod
     def from_config(cls, gold, teacher_tokenizer, check: bool = True) -> "ServedTeacher":
@@ -97,8 +98,12 @@ class ServedTeacher:
 
     def token_logprobs(self, views: Sequence) -> list[torch.Tensor]:
         """log P_T of each teacher response token: views with .prompt_ids and .response_ids ->
-        one float32 [len(response_ids)] tensor per view (empty responses are not sent)."""
-        return _run(self.token_logprobs_async(views))
+        one float32 [len(response_ids)] tensor per view (empty responses are not sent). All
+        requests in flight together, at most `concurrency` at a time."""
+        scoring = self.begin()
+        for i, view in enumerate(views):
+            scoring.send(i, view)
+        return scoring.token_logprobs(len(views))
 
     def span_logprobs_for(self, views: Sequence, teacher_group_ids: torch.Tensor, num_groups: int) -> dict[str, torch.Tensor]:
         """The reward-mode teacher payload the GOLD ref worker returns, from the server.
@@ -106,67 +111,15 @@ class ServedTeacher:
         views: B teacher views; teacher_group_ids: [B, R_t] (-1 padding), as collate_views lays
         them out. Returns {"teacher_span_logprobs": [B, G] float32, "teacher_group_mask": [B, G] bool}.
         """
-        return _run(self.span_logprobs_async(views, teacher_group_ids, num_groups))
+        check_layout(views, teacher_group_ids)
+        return span_payload(self.token_logprobs(views), teacher_group_ids, num_groups)
 
-    def submit(self, views: Sequence, teacher_group_ids: torch.Tensor, num_groups: int) -> concurrent.futures.Future:
-        """span_logprobs_for started in a background thread: every request of the batch is sent now,
-        and the caller reads the payload with .result() when it needs it, doing other work meanwhile
-        (the trainer: SkyRL's student forward pass). `metrics` describe the batch once it is done."""
-        return self._background.submit(asyncio.run, self.span_logprobs_async(views, teacher_group_ids, num_groups))
-
-    async def span_logprobs_async(self, views: Sequence, teacher_group_ids: torch.Tensor, num_groups: int) -> dict[str, torch.Tensor]:
-        """span_logprobs_for inside a running event loop (trainers whose step is async)."""
-        b, width = teacher_group_ids.shape
-        if b != len(views) or any(len(v.response_ids) > width for v in views):
-            raise ValueError(
-                f"teacher_group_ids is [{b}, {width}] but there are {len(views)} views with up to "
-                f"{max((len(v.response_ids) for v in views), default=0)} response tokens; pass the group ids "
-                "collate_views made from these views."
-            )
-        per_view = await self.token_logprobs_async(views)
-        token_lp = torch.zeros(b, width, dtype=torch.float32)
-        for i, lp in enumerate(per_view):
-            token_lp[i, : len(lp)] = lp
-        return {
-            "teacher_span_logprobs": span_logprobs(token_lp, teacher_group_ids, num_groups),
-            "teacher_group_mask": group_sizes(teacher_group_ids, num_groups) > 0,
-        }
-
-    async def token_logprobs_async(self, views: Sequence) -> list[torch.Tensor]:
-        """token_logprobs inside a running event loop; all requests in flight together, at most
-        `concurrency` at a time."""
-        start, self._retried = time.perf_counter(), 0
-        for i, v in enumerate(views):
-            if v.response_ids and not v.prompt_ids:
-                raise ValueError(
-                    f"teacher view {i} has no prompt token, so its first response token has no log-prob "
-                    "(the server returns null at position 0); give the teacher a prompt."
-                )
-        limit = asyncio.Semaphore(self.concurrency)
-        async with self._session() as session:
-            model = self.model_name or (await self._served_model(session))["id"]
-
-            async def one(view) -> torch.Tensor:
-                if not view.response_ids:
-                    return torch.zeros(0)
-                async with limit:
-                    return await self._score(session, model, list(view.prompt_ids), list(view.response_ids))
-
-            tasks = [asyncio.ensure_future(one(v)) for v in views]
-            try:
-                result = await asyncio.gather(*tasks)
-            except BaseException:
-                # One bad answer fails the batch: stop the others instead of leaving them running.
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise
-        self.metrics = {
-            "gold/teacher_requests": float(sum(bool(v.response_ids) for v in views)),
-            "gold/teacher_retries": float(self._retried),
-            "gold/teacher_seconds": time.perf_counter() - start,
-        }
-        return list(result)
+    def begin(self) -> "ScoringRound":
+        """A round of requests for one batch, sent view by view as each becomes known (a trainer:
+        as each rollout returns, while the others still generate); see ScoringRound."""
+        if self.model_name is None:
+            self.check()
+        return ScoringRound(self)
 
     # ------------------------------------------------------------------ requests
     def _session(self) -> aiohttp.ClientSession:
@@ -283,6 +236,115 @@ class ServedTeacher:
                     f"as {decoded!r}: they are different tokenizers and every reward would be wrong. Fix: serve the "
                     "teacher whose tokenizer trainer.ref.model.path names, or point trainer.ref.model.path at it"
                 )
+
+
+class ScoringRound:
+    """The requests of one batch, in flight on an event loop in a thread of their own.
+
+    send(row, view) puts a view's request on its way at once and returns (callable from any thread
+    or event loop: the generator calls it as each rollout returns, so scoring overlaps generation);
+    at most teacher.concurrency requests run at a time. token_logprobs(n) waits for rows 0..n-1 and
+    ends the round; a bad answer fails the whole round (the other requests are cancelled) with no
+    log-prob returned. One round at a time per ServedTeacher (its retry count is the round's).
+    """
+
+    def __init__(self, teacher: ServedTeacher):
+        self.teacher = teacher
+        self.futures: dict[int, concurrent.futures.Future] = {}
+        self.views: dict[int, object] = {}
+        self.first_sent = self.last_answer = None
+        self._session = self._limit = None
+        teacher._retried = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="served-teacher", daemon=True)
+        self._thread.start()
+
+    def send(self, row: int, view) -> None:
+        """Send the request of the batch's row `row` (a view with .prompt_ids and .response_ids)."""
+        if view.response_ids and not view.prompt_ids:
+            raise ValueError(
+                f"teacher view {row} has no prompt token, so its first response token has no log-prob "
+                "(the server returns null at position 0); give the teacher a prompt."
+            )
+        if self.first_sent is None:
+            self.first_sent = time.perf_counter()
+        self.views[row] = view
+        self.futures[row] = asyncio.run_coroutine_threadsafe(self._score(view), self._loop)
+
+    async def _score(self, view) -> torch.Tensor:
+        if not view.response_ids:
+            return torch.zeros(0)
+        if self._session is None:  # created on the round's own loop, which runs one task at a time
+            self._session, self._limit = self.teacher._session(), asyncio.Semaphore(self.teacher.concurrency)
+        async with self._limit:
+            logprobs = await self.teacher._score(self._session, self.teacher.model_name, list(view.prompt_ids), list(view.response_ids))
+        self.last_answer = time.perf_counter()
+        return logprobs
+
+    def token_logprobs(self, n: int) -> list[torch.Tensor]:
+        """The log-probs of rows 0..n-1, each float32 [len(response_ids)], once all are answered;
+        sets teacher.metrics (gold/teacher_requests, gold/teacher_retries, gold/teacher_seconds: first
+        request to last answer, gold/teacher_wait_seconds: how long this call waited)."""
+        missing = sorted(set(range(n)) - set(self.futures))
+        start = time.perf_counter()
+        try:
+            if missing:
+                raise ValueError(f"rows {missing[:8]} of the batch's {n} were never sent to the served teacher")
+            futures = [self.futures[row] for row in range(n)]
+            done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+            for future in futures:  # the first failure in row order, without waiting for the rest
+                if future in done and future.exception() is not None:
+                    raise future.exception()
+            result = [future.result() for future in futures]
+        finally:
+            asyncio.run_coroutine_threadsafe(self._close(), self._loop).result()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+        requests = sum(bool(self.views[row].response_ids) for row in range(n))
+        self.teacher.metrics = {
+            "gold/teacher_requests": float(requests),
+            "gold/teacher_retries": float(self.teacher._retried),
+            "gold/teacher_seconds": (self.last_answer - self.first_sent) if requests else 0.0,
+            "gold/teacher_wait_seconds": time.perf_counter() - start,
+        }
+        return result
+
+    async def _close(self) -> None:
+        # After a failure (or rows past n) requests may still run: stop them, then the session.
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+
+def check_layout(views: Sequence, teacher_group_ids: torch.Tensor) -> None:
+    """teacher_group_ids [B, R_t] must have a row per view and room for each view's response."""
+    b, width = teacher_group_ids.shape
+    if b != len(views) or any(len(v.response_ids) > width for v in views):
+        raise ValueError(
+            f"teacher_group_ids is [{b}, {width}] but there are {len(views)} views with up to "
+            f"{max((len(v.response_ids) for v in views), default=0)} response tokens; pass the group ids "
+            "collate_views made from these views."
+        )
+
+
+def span_payload(per_view: Sequence[torch.Tensor], teacher_group_ids: torch.Tensor, num_groups: int) -> dict[str, torch.Tensor]:
+    """The ref worker's reward-mode payload from each view's token log-probs.
+
+    per_view: B tensors, row i's [len_i] log-probs of its first len_i teacher response tokens;
+    teacher_group_ids: [B, R_t], row i's group ids of those tokens in its first len_i columns.
+    Returns {"teacher_span_logprobs": [B, G] float32, "teacher_group_mask": [B, G] bool}.
+    """
+    token_lp = torch.zeros(teacher_group_ids.shape, dtype=torch.float32)
+    for i, lp in enumerate(per_view):
+        token_lp[i, : len(lp)] = lp
+    return {
+        "teacher_span_logprobs": span_logprobs(token_lp, teacher_group_ids, num_groups),
+        "teacher_group_mask": group_sizes(teacher_group_ids, num_groups) > 0,
+    }
 
 
 def response_logprobs(answer: dict, ids: list[int], num_prompt: int, url: str) -> torch.Tensor:
