@@ -320,6 +320,96 @@ class ScoringRound:
             await self._session.close()
 
 
+@dataclass
+class TokenView:
+    """A teacher view with one vocabulary: the teacher reads the student's own prompt and response ids."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+
+
+class ServedTeacherStep:
+    """The served teacher's part of a training step (gold.teacher_backend=served), the same for the
+    trainers of every SkyRL version. In the order a step calls it:
+
+      begin()                      when the step's generation starts
+      rollout_done(row, ...)       from the generator as each rollout returns: its view is sent at once,
+                                   so scoring overlaps the generation of the other rollouts
+      batch_views(responses, ...)  once the batch is generated: rows not sent yet are sent now; returns
+                                   the batch's teacher views (None with one vocabulary)
+      add_payload(batch)           in the reward step: waits for the answers, adds the ref worker's
+                                   payload keys to the batch; returns the gold/teacher_* metrics
+      step_share()                 at the end of the step: the share of the step spent waiting
+
+    build_views(responses, prompts) -> teacher views: the trainer's own view builder (the gold.*
+    settings of the ref-worker path); None with one vocabulary (TokenView of the student's ids).
+    """
+
+    def __init__(self, teacher: ServedTeacher, build_views):
+        self.teacher, self.build_views = teacher, build_views
+        self.round: ScoringRound | None = None
+        self.responses: dict[int, list[int]] = {}
+        self.started = time.perf_counter()
+
+    def begin(self) -> None:
+        self.round, self.responses, self.started = self.teacher.begin(), {}, time.perf_counter()
+
+    def rollout_done(self, row: int, prompt, prompt_ids: list[int], response_ids: list[int]) -> None:
+        """Send row `row`'s view now. prompt: what the teacher reads (messages or text);
+        prompt_ids: the student's prompt ids (read instead with one vocabulary)."""
+        if self.build_views is None:
+            view = TokenView(list(prompt_ids), list(response_ids))
+        else:
+            view = self.build_views([list(response_ids)], [prompt])[0]
+        self.responses[row] = list(response_ids)
+        self.round.send(row, view)
+
+    def batch_views(self, responses: list[list[int]], prompts, prompt_ids: list[list[int]]) -> list | None:
+        """The teacher views of the batch's rows 0..n-1, the rows the generator did not report sent now."""
+        for row, sent in self.responses.items():
+            if row >= len(responses) or list(responses[row]) != sent:
+                raise ValueError(
+                    f"the generator reported another response for row {row} than the batch holds; GOLD pairs "
+                    "responses with their rollouts in generation order. Fix: keep trainer.algorithm.dynamic_sampling.type=null "
+                    "and generator.step_wise_trajectories=false"
+                )
+        rest = [row for row in range(len(responses)) if row not in self.responses]
+        if rest:
+            if self.build_views is None:
+                views = [TokenView(list(prompt_ids[row]), list(responses[row])) for row in rest]
+            else:
+                views = self.build_views([responses[row] for row in rest], [prompts[row] for row in rest])
+            for row, view in zip(rest, views):
+                self.responses[row] = list(responses[row])
+                self.round.send(row, view)
+        return None if self.build_views is None else [self.round.views[row] for row in range(len(responses))]
+
+    def add_payload(self, batch) -> dict[str, float]:
+        """Add teacher_span_logprobs [B, G] and teacher_group_mask [B, G] to `batch` (SkyRL's
+        TrainingInputBatch after add_teacher_view), as the GOLD ref worker's pass does; rows past the
+        generated ones (SkyRL's padding for data parallelism) get no group."""
+        n = len(self.responses)
+        per_view = self.round.token_logprobs(n)
+        groups = batch["teacher_group_ids"][:n]
+        if self.build_views is None:
+            # One vocabulary: the group ids are the response tokens' columns, which need not start at
+            # column 0 (skyrl 0.4.0 right-aligns responses); span_payload reads them in token order.
+            present = batch["response_mask"][:n] > 0
+            packed = torch.full_like(groups, -1)
+            packed[torch.arange(groups.shape[1]) < present.sum(-1, keepdim=True)] = groups[present]
+            groups = packed
+        payload = span_payload(per_view, groups, batch.metadata["gold_num_groups"])
+        pad = batch.batch_size - n
+        for key, value in payload.items():
+            batch[key] = torch.cat([value, torch.zeros_like(value[:1]).expand(pad, -1)])
+        return dict(self.teacher.metrics)
+
+    def step_share(self) -> dict[str, float]:
+        """gold/teacher_step_share: the reward step's wait for the teacher over the step so far."""
+        elapsed = time.perf_counter() - self.started
+        return {"gold/teacher_step_share": self.teacher.metrics.get("gold/teacher_wait_seconds", 0.0) / elapsed}
+
+
 def check_layout(views: Sequence, teacher_group_ids: torch.Tensor) -> None:
     """teacher_group_ids [B, R_t] must have a row per view and room for each view's response."""
     b, width = teacher_group_ids.shape
