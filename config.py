@@ -187,8 +187,13 @@ def validate_run_config(cfg) -> None:
 
     teacher = trainer.ref.model.get("path")
     need("trainer.ref.model.path", bool(teacher), "set it to the teacher model (folder or hub id), e.g. trainer.ref.model.path=Qwen/Qwen2.5-7B-Instruct")
-    need("trainer.algorithm.use_kl_in_reward", bool(algorithm.use_kl_in_reward),
-         "set it to true: it creates SkyRL's ref group, which runs the GOLD teacher, and calls the GOLD reward step")
+    if cfg.gold.get("teacher_backend", "ref_worker") == "served":
+        need("trainer.algorithm.use_kl_in_reward", not algorithm.use_kl_in_reward,
+             "set it to false with gold.teacher_backend=served: it creates SkyRL's ref group, which would load the "
+             "teacher onto the training GPUs (with a served teacher the GOLD trainer runs its reward step itself)")
+    else:
+        need("trainer.algorithm.use_kl_in_reward", bool(algorithm.use_kl_in_reward),
+             "set it to true: it creates SkyRL's ref group, which runs the GOLD teacher, and calls the GOLD reward step")
     need("trainer.algorithm.use_kl_loss", not algorithm.use_kl_loss, "set it to false: the teacher signal replaces the KL loss")
     need("trainer.algorithm.dynamic_sampling.type", algorithm.dynamic_sampling.get("type") is None,
          "set it to null: GOLD pairs each response with its prompt messages in generation order")
@@ -213,5 +218,3 @@ def validate_run_config(cfg) -> None:
          "set it to null: GOLD trains without a critic (its rewards are the advantages, or its loss is the GOLD loss)")
     need("generator.step_wise_trajectories", not cfg.generator.get("step_wise_trajectories"),
          "set it to false: GOLD pairs each response with the one conversation the environment's init returned")
-    need("gold.teacher_backend", cfg.gold.get("teacher_backend", "ref_worker") == "ref_worker",
-         "set it to ref_worker: the trainer does not run a served teacher yet (served_teacher.py is its client)")

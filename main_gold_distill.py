@@ -40,6 +40,7 @@ from .gold_metrics import alignment_metrics, payload_metrics, respelled_metric, 
 from .gold_setup import load_tokenizer
 from .losses import span_logprobs, span_rewards
 from .policy_losses import register_skyrl_functions
+from .served_teacher import ServedTeacher, ServedTeacherStep
 from .skyrl_compat import patch_skyrl_imports
 from .teacher_view import build_teacher_views, collate_views
 
@@ -56,7 +57,11 @@ _INIT_MESSAGES = contextvars.ContextVar("gold_init_messages")
 class GOLDGymGenerator(SkyRLGymGenerator):
     """SkyRL's gym generator that also returns, per trajectory and in output order, the messages its
     environment's init returned (`gold_prompt_messages`): the conversation the student's prompt was
-    rendered from, with generator.chat_template_kwargs, which may differ from the dataset prompt."""
+    rendered from, with generator.chat_template_kwargs, which may differ from the dataset prompt.
+    While `rollout_done` is set (the trainer's generate, with a served teacher), each trajectory's agent
+    loop calls rollout_done(row, messages, prompt ids, response ids) as soon as it returns."""
+
+    rollout_done = None
 
     async def generate(self, input_batch, disable_tqdm: bool = False):
         self.init_messages = []
@@ -68,11 +73,14 @@ class GOLDGymGenerator(SkyRLGymGenerator):
         # generate() calls this once per trajectory, in output order, before awaiting any of them.
         slot = []
         self.init_messages.append(slot)
-        return self._recording_agent_loop(slot, *args, **kwargs)
+        return self._recording_agent_loop(len(self.init_messages) - 1, slot, *args, **kwargs)
 
-    async def _recording_agent_loop(self, slot, *args, **kwargs):
+    async def _recording_agent_loop(self, row, slot, *args, **kwargs):
         _INIT_MESSAGES.set(slot)  # local to this trajectory's task
-        return await super().agent_loop(*args, **kwargs)
+        output = await super().agent_loop(*args, **kwargs)
+        if self.rollout_done is not None:
+            self.rollout_done(row, slot[0], output.prompt_ids, output.response_ids)
+        return output
 
     async def _run_in_executor_if_available(self, func, *args, **kwargs):
         result = await super()._run_in_executor_if_available(func, *args, **kwargs)
@@ -94,6 +102,11 @@ class GOLDDistillationTrainer(RayPPOTrainer):
         self.teacher_tokenizer = teacher_tokenizer
         self.same_vocabulary = same_vocabulary(token_bytes(self.tokenizer), token_bytes(teacher_tokenizer))
         self.rollout_prompts = None
+        self.served_teacher = None
+        if self.gold.teacher_backend == "served":
+            # The start-up check (server, model, context length, tokenizer) runs here, before any rollout.
+            teacher = ServedTeacher.from_config(self.gold, teacher_tokenizer)
+            self.served_teacher = ServedTeacherStep(teacher, None if self.same_vocabulary else self.build_views)
         if not self.same_vocabulary and not isinstance(self.generator, GOLDGymGenerator):
             raise ValueError(
                 f"the generator ({type(self.generator).__name__}) does not report the messages each environment's "
@@ -122,19 +135,44 @@ class GOLDDistillationTrainer(RayPPOTrainer):
         super().build_models(PolicyWorker, None, GOLDRefWorker)
 
     async def generate(self, input_batch):
-        output = await super().generate(input_batch)
+        reporting = self.served_teacher is not None and isinstance(self.generator, GOLDGymGenerator)
+        if self.served_teacher is not None:
+            self.served_teacher.begin()
+        if reporting:  # each rollout's teacher request goes out as soon as it returns
+            self.generator.rollout_done = self.served_teacher.rollout_done
+        try:
+            output = await super().generate(input_batch)
+        finally:
+            if reporting:
+                self.generator.rollout_done = None
         # skyrl-train 0.3.1 passes only token ids past generation; the teacher needs the messages.
         self.rollout_prompts = output.get("gold_prompt_messages")
         return output
 
     def convert_to_training_input(self, generator_output, uids) -> TrainingInputBatch:
         batch = super().convert_to_training_input(generator_output, uids)
-        return self.add_teacher_view(batch, generator_output["response_ids"], self.rollout_prompts)
+        views = None
+        if self.served_teacher is not None:
+            views = self.served_teacher.batch_views(
+                generator_output["response_ids"], self.rollout_prompts, generator_output["prompt_token_ids"]
+            )
+        return self.add_teacher_view(batch, generator_output["response_ids"], self.rollout_prompts, views)
 
-    def add_teacher_view(self, batch: TrainingInputBatch, responses: list[list[int]], prompts) -> TrainingInputBatch:
+    def build_views(self, responses: list[list[int]], prompts) -> list:
+        """The teacher views of responses to prompts (messages), with the gold.* view settings."""
+        eos_ids = self.gold.student_eos_token_ids
+        return build_teacher_views(
+            responses, list(prompts), self.tokenizer, self.teacher_tokenizer,
+            student_eos_ids=frozenset(eos_ids) if eos_ids else None,
+            max_teacher_length=self.gold.max_teacher_length,
+            teacher_end_token=self.gold.teacher_end_token, fold_system_message=self.gold.fold_system_message,
+        )
+
+    def add_teacher_view(self, batch: TrainingInputBatch, responses: list[list[int]], prompts, views=None) -> TrainingInputBatch:
         """Teacher view and alignment (GOLD.md steps 2-3): adds teacher_sequences [B, T_t],
         teacher_attention_mask [B, T_t], teacher_group_ids [B, R_t], student_group_ids [B, R_s]
-        and metadata gold_num_groups. Rows SkyRL appended for data parallelism get no groups."""
+        and metadata gold_num_groups. Rows SkyRL appended for data parallelism get no groups.
+        views: the responses' teacher views where already built (by the served teacher's step)."""
         n, width = len(responses), batch["response_mask"].shape[1]
         start = time.perf_counter()
         truncated = 0.0
@@ -156,13 +194,7 @@ class GOLDDistillationTrainer(RayPPOTrainer):
                     f"{None if prompts is None else len(prompts)}. Fix: generate through the trainer's "
                     "generate() with GOLDGymGenerator and keep trainer.algorithm.dynamic_sampling.type=null"
                 )
-            eos_ids = self.gold.student_eos_token_ids
-            views = build_teacher_views(
-                responses, list(prompts), self.tokenizer, self.teacher_tokenizer,
-                student_eos_ids=frozenset(eos_ids) if eos_ids else None,
-                max_teacher_length=self.gold.max_teacher_length,
-                teacher_end_token=self.gold.teacher_end_token, fold_system_message=self.gold.fold_system_message,
-            )
+            views = views if views is not None else self.build_views(responses, prompts)
             collated = collate_views(views, self.teacher_tokenizer.pad_token_id, student_response_length=width)
             tensors = {
                 "teacher_sequences": collated.sequences,
@@ -188,6 +220,12 @@ class GOLDDistillationTrainer(RayPPOTrainer):
 
     @torch.no_grad()
     def fwd_logprobs_values_reward(self, training_input: TrainingInputBatch) -> TrainingInputBatch:
+        if self.served_teacher is not None:
+            # No ref group (use_kl_in_reward=false): SkyRL's pass is the student's only, and SkyRL does
+            # not call the reward step, so it runs here once the teacher's answers are in.
+            training_input = super().fwd_logprobs_values_reward(training_input)
+            self.all_metrics.update(self.served_teacher.add_payload(training_input))
+            return self.apply_reward_kl_penalty(training_input)
         # SkyRL's pass computes the student's log-probs (and critic values); the teacher pass,
         # on the teacher's own sequences, is GOLD's, so the ref group sits SkyRL's pass out.
         teacher_group, self.ref_model = self.ref_model, None
@@ -239,6 +277,8 @@ class GOLDDistillationTrainer(RayPPOTrainer):
 
     def train_critic_and_policy(self, data: TrainingInputBatch):
         status = super().train_critic_and_policy(data)
+        if self.served_teacher is not None:
+            self.all_metrics.update(self.served_teacher.step_share())
         # The GOLD policy worker reports gold/* metrics; SkyRL files them under policy/.
         for key in [k for k in self.all_metrics if k.startswith("policy/gold/")]:
             self.all_metrics[key[len("policy/"):]] = self.all_metrics.pop(key)
