@@ -135,16 +135,11 @@ class GOLDDistillationTrainer(RayPPOTrainer):
         super().build_models(PolicyWorker, None, GOLDRefWorker)
 
     async def generate(self, input_batch):
-        reporting = self.served_teacher is not None and isinstance(self.generator, GOLDGymGenerator)
-        if self.served_teacher is not None:
-            self.served_teacher.begin()
-        if reporting:  # each rollout's teacher request goes out as soon as it returns
-            self.generator.rollout_done = self.served_teacher.rollout_done
-        try:
+        if self.served_teacher is None:
             output = await super().generate(input_batch)
-        finally:
-            if reporting:
-                self.generator.rollout_done = None
+        else:
+            with self.served_teacher.generating(self.generator):  # rollouts are scored as they return
+                output = await super().generate(input_batch)
         # skyrl-train 0.3.1 passes only token ids past generation; the teacher needs the messages.
         self.rollout_prompts = output.get("gold_prompt_messages")
         return output

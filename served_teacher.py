@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import threading
 import time
@@ -297,10 +298,7 @@ class ScoringRound:
                     raise future.exception()
             result = [future.result() for future in futures]
         finally:
-            asyncio.run_coroutine_threadsafe(self._close(), self._loop).result()
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            self._loop.close()
+            self.close()
         requests = sum(bool(self.views[row].response_ids) for row in range(n))
         self.teacher.metrics = {
             "gold/teacher_requests": float(requests),
@@ -309,6 +307,15 @@ class ScoringRound:
             "gold/teacher_wait_seconds": time.perf_counter() - start,
         }
         return result
+
+    def close(self) -> None:
+        """End the round (idempotent): cancel what still runs, close the session, stop the thread."""
+        if self._loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
 
     async def _close(self) -> None:
         # After a failure (or rows past n) requests may still run: stop them, then the session.
@@ -332,7 +339,7 @@ class ServedTeacherStep:
     """The served teacher's part of a training step (gold.teacher_backend=served), the same for the
     trainers of every SkyRL version. In the order a step calls it:
 
-      begin()                      when the step's generation starts
+      generating(generator)        around the step's generation (begin() and the generator's hook)
       rollout_done(row, ...)       from the generator as each rollout returns: its view is sent at once,
                                    so scoring overlaps the generation of the other rollouts
       batch_views(responses, ...)  once the batch is generated: rows not sent yet are sent now; returns
@@ -352,7 +359,23 @@ class ServedTeacherStep:
         self.started = time.perf_counter()
 
     def begin(self) -> None:
+        if self.round is not None:  # a step that failed before its reward step leaves its round open
+            self.round.close()
         self.round, self.responses, self.started = self.teacher.begin(), {}, time.perf_counter()
+
+    @contextlib.contextmanager
+    def generating(self, generator):
+        """Around the trainer's generation: a new round, and the generator's `rollout_done` hook
+        (GOLD's gym generators have one) pointed at rollout_done while it runs."""
+        self.begin()
+        reporting = hasattr(generator, "rollout_done")
+        if reporting:
+            generator.rollout_done = self.rollout_done
+        try:
+            yield
+        finally:
+            if reporting:
+                generator.rollout_done = None
 
     def rollout_done(self, row: int, prompt, prompt_ids: list[int], response_ids: list[int]) -> None:
         """Send row `row`'s view now. prompt: what the teacher reads (messages or text);
