@@ -157,9 +157,11 @@ def _decode_token(model: _DecoderModel, token: str, first: bool) -> str:
 class TokenBytes:
     """What each token id of one tokenizer contributes to decoded text, as UTF-8 bytes.
 
-    pieces[i] is token i through the decoder's per-token steps at any position but the first; a
-    special token writes its literal content from the tokenizer's added-tokens definition (e.g.
-    b"<|im_start|>"), as HF's decode with skip_special_tokens=False does. A special token in a
+    pieces[i] is token i through the decoder's per-token steps at any position but the first; an
+    added (e.g. special) token is what the tokenizer spells for its id through those steps, as HF's
+    decode with skip_special_tokens=False does: its literal content (b"<|im_start|>"), except that
+    tokenizers >= 0.23 spells a `normalized` added token normalized (Llama 2's <s> as "▁<s>", which
+    its decoder writes " <s>"). A special token in a
     response is text the teacher reads; only the response's final end token is not
     (build_teacher_view pairs it with the teacher's end token).
     first_pieces: {id: bytes} where the first token decodes differently (a Metaspace decoder drops
@@ -229,12 +231,14 @@ def _build_token_bytes(tokenizer) -> TokenBytes:
     for i, tok in enumerate(tokens):
         if i in added:
             special[i] = added[i].special
+        if i in added and (model.byte_level or tok is None):
+            # ByteLevel's decoder passes an added token's content through (its characters are not byte symbols).
             pieces.append(added[i].content.encode("utf-8"))
         elif tok is None:
             pieces.append(b"")
         elif model.byte_level:
             pieces.append(bytes(inv[ch] for ch in tok))
-        elif model.byte_fallback and len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">"):
+        elif model.byte_fallback and i not in added and len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">"):
             byte_fallback[i] = True
             pieces.append(bytes([int(tok[3:5], 16)]))
         else:

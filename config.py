@@ -171,50 +171,77 @@ def hybrid_weights(gold, matched_share: float) -> tuple[float, float]:
     return float(matched), float(unmatched)
 
 
-def validate_run_config(cfg) -> None:
-    """Start-up checks of a full GOLD run config (SkyRL's config with the `gold` section).
+def config_value(cfg, key: str, default=None):
+    """The value at a dotted key of a SkyRL config (hydra DictConfig on skyrl-train 0.3.1, dataclasses
+    on skyrl 0.4.0); `default` where the key does not exist in this version."""
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part, default) if node is not None else default
+    return node
+
+
+def validate_run_config(cfg, renamed: dict[str, str] | None = None) -> None:
+    """Start-up checks of a full GOLD run config (SkyRL's config with the `gold` section), for every
+    SkyRL version: `renamed` maps skyrl-train 0.3.1 key names to this version's (e.g. the 0.4.0
+    adapter's RENAMED_KEYS); keys a version does not have are not checked.
 
     Raises ValueError naming the key and the fix; SkyRL's own validate_cfg runs after this.
     """
-    if "gold" not in cfg:
+    renamed = renamed or {}
+    gold = config_value(cfg, "gold")
+    if gold is None:
         raise ValueError("config has no `gold` section. Fix: launch through gold_distillation.main_gold_distill")
-    validate_gold_config(cfg.gold)
-    algorithm, trainer = cfg.trainer.algorithm, cfg.trainer
+    validate_gold_config(gold)
 
-    def need(key: str, ok: bool, fix: str):
+    def need(key: str, ok, fix: str):
         if not ok:
-            raise ValueError(f"{key}: {fix}")
+            raise ValueError(f"{renamed.get(key, key)}: {fix}")
 
-    teacher = trainer.ref.model.get("path")
-    need("trainer.ref.model.path", bool(teacher), "set it to the teacher model (folder or hub id), e.g. trainer.ref.model.path=Qwen/Qwen2.5-7B-Instruct")
-    if cfg.gold.get("teacher_backend", "ref_worker") == "served":
-        need("trainer.algorithm.use_kl_in_reward", not algorithm.use_kl_in_reward,
+    def value(key: str):
+        return config_value(cfg, renamed.get(key, key))
+
+    need("trainer.ref.model.path", value("trainer.ref.model.path"),
+         "set it to the teacher model (folder or hub id), e.g. trainer.ref.model.path=Qwen/Qwen2.5-7B-Instruct")
+    if gold.teacher_backend == "served":
+        need("trainer.algorithm.use_kl_in_reward", not value("trainer.algorithm.use_kl_in_reward"),
              "set it to false with gold.teacher_backend=served: it creates SkyRL's ref group, which would load the "
              "teacher onto the training GPUs (with a served teacher the GOLD trainer runs its reward step itself)")
     else:
-        need("trainer.algorithm.use_kl_in_reward", bool(algorithm.use_kl_in_reward),
+        need("trainer.algorithm.use_kl_in_reward", value("trainer.algorithm.use_kl_in_reward"),
              "set it to true: it creates SkyRL's ref group, which runs the GOLD teacher, and calls the GOLD reward step")
-    need("trainer.algorithm.use_kl_loss", not algorithm.use_kl_loss, "set it to false: the teacher signal replaces the KL loss")
-    need("trainer.algorithm.dynamic_sampling.type", algorithm.dynamic_sampling.get("type") is None,
+    need("trainer.algorithm.use_kl_loss", not value("trainer.algorithm.use_kl_loss"),
+         "set it to false: the teacher signal replaces the KL loss")
+    need("trainer.algorithm.dynamic_sampling.type", value("trainer.algorithm.dynamic_sampling.type") is None,
          "set it to null: GOLD pairs each response with its prompt messages in generation order")
-    if cfg.gold.mode == "reward":
-        need("trainer.algorithm.advantage_estimator", algorithm.advantage_estimator == "no_op",
+    if gold.mode == "reward":
+        need("trainer.algorithm.advantage_estimator", value("trainer.algorithm.advantage_estimator") == "no_op",
              "set it to no_op: in gold.mode=reward the per-token span rewards are the advantages")
-        need("trainer.algorithm.policy_loss_type", algorithm.policy_loss_type == "importance_sampling",
+        need("trainer.algorithm.policy_loss_type", value("trainer.algorithm.policy_loss_type") == "importance_sampling",
              "set it to importance_sampling for gold.mode=reward (or use gold.mode=loss)")
-    need("trainer.strategy", trainer.strategy in ("fsdp", "fsdp2"),
-         f"set it to fsdp2 (or fsdp), not {trainer.strategy!r}: the GOLD workers are FSDP workers")
-    need("trainer.use_sample_packing", not trainer.use_sample_packing,
+    strategy = value("trainer.strategy")
+    need("trainer.strategy", strategy in ("fsdp", "fsdp2"),
+         f"set it to fsdp2 (skyrl-train 0.3.1) or fsdp (skyrl 0.4.0), not {strategy!r}: the GOLD workers are FSDP workers")
+    need("trainer.use_sample_packing", not value("trainer.use_sample_packing"),
          "set it to false: the GOLD ref worker (and the GOLD policy worker) read padded logits")
-    need("trainer.ref.sequence_parallel_size", trainer.ref.sequence_parallel_size == 1,
+    need("trainer.ref.sequence_parallel_size", value("trainer.ref.sequence_parallel_size") == 1,
          "set it to 1: with sequence parallelism each rank holds only its slice of the teacher's logits")
-    if needs_teacher_distributions(cfg.gold):
-        need("trainer.policy.sequence_parallel_size", trainer.policy.sequence_parallel_size == 1,
+    if needs_teacher_distributions(gold):
+        need("trainer.policy.sequence_parallel_size", value("trainer.policy.sequence_parallel_size") == 1,
              "set it to 1 for gold.mode=loss or gold.uld_reward_coef > 0: with sequence parallelism each rank "
              "holds only its slice of the student's logits")
-    need("trainer.update_ref_every_epoch", not trainer.update_ref_every_epoch,
+        # skyrl 0.4.0 only: token-budget micro-batches; the GOLD policy worker batches by samples.
+        need("trainer.max_tokens_per_microbatch", (value("trainer.max_tokens_per_microbatch") or -1) <= 0,
+             "set it to -1 for gold.mode=loss or gold.uld_reward_coef > 0: the GOLD policy worker batches by samples")
+    if gold.mode == "loss" and gold.loss_reduction is None:
+        need("gold.loss_reduction", value("trainer.algorithm.loss_reduction") in LOSS_REDUCTIONS,
+             f"trainer.algorithm.loss_reduction={value('trainer.algorithm.loss_reduction')} has no GOLD counterpart. "
+             f"Fix: set gold.loss_reduction to one of {LOSS_REDUCTIONS}")
+    need("trainer.update_ref_every_epoch", not value("trainer.update_ref_every_epoch"),
          "set it to false: SkyRL would load the student's weights into the ref group, which runs the teacher")
-    need("trainer.critic.model.path", not trainer.critic.model.get("path"),
+    need("trainer.critic.model.path", not value("trainer.critic.model.path"),
          "set it to null: GOLD trains without a critic (its rewards are the advantages, or its loss is the GOLD loss)")
-    need("generator.step_wise_trajectories", not cfg.generator.get("step_wise_trajectories"),
+    need("generator.step_wise_trajectories", not value("generator.step_wise_trajectories"),
          "set it to false: GOLD pairs each response with the one conversation the environment's init returned")
+    # skyrl 0.4.0 only.
+    need("generator.vision_language_generator", not value("generator.vision_language_generator"),
+         "set it to false: GOLD's teacher reads text conversations")

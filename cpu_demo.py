@@ -24,7 +24,6 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -44,13 +43,10 @@ from .demo_task import (
 from .gold_forward import HybridTables, group_measures, response_logits, student_gold_loss, teacher_payload
 from .gold_metrics import response_end_metrics, span_ratio_metric
 from .gold_setup import hybrid_tables
-from .losses import gather_token_logprobs, span_rewards
-from .policy_losses import importance_sampling_loss
+from .losses import gather_token_logprobs, reduce_group_loss, span_rewards
 from .teacher_view import build_teacher_views, collate_views
 
 METHODS = ("reward", "loss", "sft")
-# What importance_sampling_loss reads of SkyRL's trainer.algorithm config.
-TOKEN_MEAN = SimpleNamespace(loss_reduction="token_mean")
 MAX_NEW_TOKENS = 5
 
 
@@ -218,10 +214,11 @@ def gold_step(world: World, student, mode: str, problems: list[Problem]) -> tupl
     metrics.update(end_metrics)
     if mode == "loss":
         return gold_loss, metrics
-    # no_op advantages: the per-token rewards are the advantages. One update per batch, so the
-    # sampling policy is the current one (old log-probs = current, detached; ratio 1).
+    # no_op advantages: the per-token rewards are the advantages. SkyRL's importance_sampling loss,
+    # -ratio * advantage, token mean; one update per batch, so the sampling policy is the current
+    # one (old log-probs = current, detached; ratio 1). Written out so the demo needs no SkyRL.
     mask = batch.response_mask.float()
-    loss, _ = importance_sampling_loss(logprobs, logprobs.detach(), rewards * mask, TOKEN_MEAN, loss_mask=mask)
+    loss = reduce_group_loss(-torch.exp(logprobs - logprobs.detach()) * rewards * mask, mask, "token_mean")
     return loss, metrics
 
 

@@ -155,7 +155,10 @@ def tiny_model(family: str, vocab_size: int, hidden: int, layers: int, seed: int
 
 def prompt_ids(tokenizer, problems: list[Problem]) -> list[list[int]]:
     """Chat-template token ids (with the generation prompt) of each problem."""
-    return [list(tokenizer.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=True)) for p in problems]
+    return [
+        list(tokenizer.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+        for p in problems
+    ]
 
 
 def answer_ids(tokenizer, text: str) -> list[int]:

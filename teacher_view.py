@@ -69,7 +69,8 @@ def render_prompt(tokenizer, prompt: Prompt, fold_system_message: bool = False) 
         fix = "set gold.fold_system_message=true to fold the system message into the first user message"
     else:
         fix = "pass prompts whose roles the teacher's template accepts (e.g. alternating user/assistant)"
-    return list(_apply_template(tokenizer, messages, fix, add_generation_prompt=True, tokenize=True))
+    # return_dict=False: transformers 5 returns a BatchEncoding by default, 4.x a list of ids.
+    return list(_apply_template(tokenizer, messages, fix, add_generation_prompt=True, tokenize=True, return_dict=False))
 
 
 def fold_system(messages: list[dict]) -> list[dict]:

@@ -19,7 +19,7 @@ Output: JSON lines on stdout (one per check stage and timing), a summary at the 
 report in $OUT/gpu_check.json (or --json PATH). Exit status 0 only when every check passed.
 
 Stand-ins, named in the output: `ray` is a small in-process module (its 71 MB wheel cannot be
-carried, and nothing here needs a cluster); `flash_attn` is skyrl_compat's padding stand-in where
+carried, and nothing here needs a cluster); `flash_attn` is adapters/flash_attn_standin's padding stand-in where
 the package is missing (flash attention is off either way).
 
 On the lent GPU machine, after `bash scripts/gpu_wheels.sh` here (wheels and tokenizers into .whl/):
@@ -279,7 +279,7 @@ def compose_cfg(student: str, teacher: str, batch_size: int, *overrides: str):
     from skyrl_train.utils import validate_cfg
 
     from gold_distillation.config import validate_run_config
-    from gold_distillation.main_gold_distill import CONFIG_DIR
+    from gold_distillation.adapters.skyrl031.main import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = compose(
@@ -396,12 +396,8 @@ def stage_imports(checks: Checks, args):
     no_op / importance_sampling functions) and every worker module the trainer hands to SkyRL."""
     import torch
 
+    import gold_distillation.adapters.skyrl031.workers  # noqa: F401
     import gold_distillation.main_gold_distill  # noqa: F401
-    from gold_distillation.skyrl_compat import patch_skyrl_imports
-
-    patch_skyrl_imports()
-    import gold_distillation.gold_policy_worker  # noqa: F401
-    import gold_distillation.gold_ref_worker  # noqa: F401
     import skyrl_train.workers.fsdp.fsdp_worker  # noqa: F401
     from skyrl_train.utils.ppo_utils import AdvantageEstimatorRegistry, PolicyLossRegistry
 
@@ -417,7 +413,7 @@ def stage_imports(checks: Checks, args):
         "versions": installed, "tokenizers": str(args.tokenizers),
         "stand_ins": [
             "ray: in-process stand-in module (remote() returns the class, get/put identity, no cluster)",
-            "flash_attn: " + ("skyrl_compat padding stand-in (package missing; flash attention is off)" if stand_in_flash else "real package"),
+            "flash_attn: " + ("adapters/flash_attn_standin padding stand-in (package missing; flash attention is off)" if stand_in_flash else "real package"),
         ],
         "transformers_choice": "4.57.6, carried (skyrl-train 0.3.1 requires < 5; CI tests 4.57.6)"
         if installed["transformers"] == "4.57.6" else f"{installed['transformers']}: not what skyrl-train 0.3.1 declares (< 5) or CI tests",
@@ -462,8 +458,7 @@ def stage_init_workers(checks: Checks, state):
     import torch.distributed as dist
     from skyrl_train.workers.fsdp.fsdp_worker import FSDPPolicyWorkerBase
 
-    from gold_distillation.gold_policy_worker import GOLDPolicyWorkerBase
-    from gold_distillation.gold_ref_worker import GOLDRefWorkerBase
+    from gold_distillation.adapters.skyrl031.workers import GOLDPolicyWorkerBase, GOLDRefWorkerBase
 
     ckpts, port = state["ckpts"], state["port"]
     workers, seconds = {}, {}

@@ -1,6 +1,8 @@
 """Stand-ins for SkyRL's Ray worker groups, built the way SkyRL's own CPU tests build theirs:
 workers are plain objects (no Ray, no GPU) around tiny HF models in SkyRL's model wrapper."""
 
+from . import needs_skyrl031  # noqa: F401  (first: skips its importers without skyrl-train 0.3.1)
+
 import os
 from pathlib import Path
 from unittest.mock import MagicMock, patch
@@ -9,15 +11,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from gold_distillation.main_gold_distill import CONFIG_DIR, GOLDGymGenerator
-from gold_distillation.skyrl_compat import patch_skyrl_imports
-
-patch_skyrl_imports()
-
-from skyrl_train.distributed.dispatch import ActorInfo, MeshRank  # noqa: E402
-from skyrl_train.model_wrapper import HFModelWrapper  # noqa: E402
-from skyrl_train.training_batch import TrainingInputBatch, TrainingOutputBatch  # noqa: E402
-from skyrl_train.utils import validate_cfg  # noqa: E402
+from gold_distillation.adapters.skyrl031.main import CONFIG_DIR
+from gold_distillation.adapters.skyrl031.trainer import GOLDDistillationTrainer, GOLDGymGenerator
+from skyrl_train.distributed.dispatch import ActorInfo, MeshRank
+from skyrl_train.model_wrapper import HFModelWrapper
+from skyrl_train.training_batch import TrainingInputBatch, TrainingOutputBatch
+from skyrl_train.utils import validate_cfg
 
 WORKER_KWARGS = dict(world_size=1, rank=0, local_rank=0, master_addr="localhost", master_port=12345, sequence_parallel_size=1)
 
@@ -53,7 +52,6 @@ MODES = {"reward": [], "loss": ["gold.mode=loss"], "uld_reward": ["gold.uld_rewa
 def plain_trainer(cfg, generator=None):
     """The GOLD trainer as GOLDDistillationExp builds it, without worker groups."""
     from gold_distillation.gold_setup import load_tokenizer
-    from gold_distillation.main_gold_distill import GOLDDistillationTrainer
 
     return GOLDDistillationTrainer(
         cfg=cfg, tracker=None, tokenizer=load_tokenizer(cfg.trainer.policy.model.path), train_dataset=DummyDataset(),
@@ -82,7 +80,7 @@ def actor_class_location(actor_class) -> tuple[str, str]:
 def write_fake_flash_attn(folder) -> str:
     """A tiny installed-looking `flash_attn` package in folder (returned, for PYTHONPATH), so that
     fresh processes take the path of a GPU machine, where flash-attn is installed, and not the
-    CPU stand-in of skyrl_compat. Its functions are never called on CPU."""
+    CPU stand-in of adapters/flash_attn_standin. Its functions are never called on CPU."""
     package = Path(folder) / "flash_attn"
     package.mkdir(parents=True, exist_ok=True)
     (package / "__init__.py").write_text('__version__ = "2.7.4"\n')
@@ -149,7 +147,7 @@ class DummyDataset:
 
 def plain_ref_worker(cfg, model):
     """The GOLD ref worker as a plain object around a tiny teacher."""
-    from gold_distillation.gold_ref_worker import GOLDRefWorkerBase
+    from gold_distillation.adapters.skyrl031.workers import GOLDRefWorkerBase
 
     worker = GOLDRefWorkerBase(cfg=cfg, **WORKER_KWARGS)
     worker.model = wrap(model)

@@ -131,12 +131,17 @@ def test_special_token_mid_response_is_literal_text(tokenizers, student_name, sp
     # The special token is a special token of the student's own added-tokens definition.
     assert token_bytes(student).special[ids[at]]
     view = check_alignment(student, teacher, ids)  # every token on both sides in a group
-    assert view.ended_with_eos and view.completion_text.startswith("Hello" + special)
+    # What HF's decode writes for it there: its literal string (tokenizers >= 0.23 writes Llama 2's
+    # normalized specials with their SentencePiece space, " </s>").
+    decoded = [student.decode(ids[:n], skip_special_tokens=False, clean_up_tokenization_spaces=False) for n in (at, at + 1)]
+    written = decoded[1][len(decoded[0]) :]
+    assert written.strip() == special
+    assert view.ended_with_eos and view.completion_text.startswith("Hello" + written)
     # The special token's group holds only it, and the teacher reads that group as the literal string.
     g = view.student_groups[at]
     assert np.flatnonzero(view.student_groups == g).tolist() == [at]
     teacher_text = teacher.decode([view.response_ids[j] for j in np.flatnonzero(view.teacher_groups == g)])
-    assert teacher_text == special
+    assert teacher_text == written
     assert all(not token_bytes(teacher).special[view.response_ids[j]] for j in np.flatnonzero(view.teacher_groups == g))
 
 
@@ -250,7 +255,7 @@ def test_invalid_utf8_bytes_stay_with_their_character(tokenizers, student_name, 
     head, tail = student_tok("ab", add_special_tokens=False)["input_ids"], student_tok.convert_tokens_to_ids(["c", "d"])
     ids = head + [byte_ids[b] for b in bad] + tail + [student_tok.eos_token_id]
     view = check_alignment(student_tok, teacher_tok, ids)
-    assert view.completion_text == student_tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    assert view.completion_text == student_tok.decode(ids[:-1], skip_special_tokens=False, clean_up_tokenization_spaces=False)
     assert view.completion_text.count("\ufffd") == max(replacement) + 1
     groups = view.student_groups[len(head) : len(head) + len(bad)]
     for r in set(replacement):  # the bytes of one broken character share a group

@@ -1,5 +1,7 @@
 """The hydra config: composition, overrides, start-up validation, launch scripts."""
 
+from . import needs_skyrl031  # noqa: F401  (first: skips this module without skyrl-train 0.3.1)
+
 import os
 import subprocess
 import sys
@@ -64,7 +66,7 @@ def composed(*overrides):
     """The GOLD config as the entrypoint composes it, before any validation."""
     from hydra import compose, initialize_config_dir
 
-    from gold_distillation.main_gold_distill import CONFIG_DIR
+    from gold_distillation.adapters.skyrl031.main import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         return compose(config_name="gold_distill", overrides=[f"trainer.policy.model.path={LLAMA}", f"trainer.ref.model.path={QWEN}", *overrides])

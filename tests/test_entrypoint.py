@@ -1,5 +1,5 @@
 """Process boundaries of the entrypoint, in fresh Python processes as on a GPU machine (a fake
-`flash_attn` package is importable, so skyrl_compat's CPU stand-in is not used):
+`flash_attn` package is importable, so the CPU stand-in of adapters/flash_attn_standin is not used):
 
 - the entrypoint module and the module of every worker class the trainer hands to SkyRL, in every
   mode, import with nothing imported before (that is how a Ray worker process loads its actor class);
@@ -60,7 +60,7 @@ def test_entrypoint_and_every_worker_class_import_in_a_fresh_process(tokenizers,
         for role in ("policy", "ref"):
             handed.setdefault(actor_class_location(classes[role]), []).append(f"{mode}/{role}")
     # Reward mode too hands over a class whose module applies the skyrl-train 0.3.1 import fix.
-    assert {module for module, _ in handed} == {"gold_distillation.gold_policy_worker", "gold_distillation.gold_ref_worker"}
+    assert {module for module, _ in handed} == {"gold_distillation.adapters.skyrl031.workers"}
 
     bodies = {
         "entrypoint": "import gold_distillation.main_gold_distill\nimport skyrl_train.workers.fsdp.fsdp_worker",

@@ -1,8 +1,6 @@
 """Clear errors at the core level: each names the offending input and the fix. And the stated
 truncation policy for a teacher context shorter than prompt + response."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -17,16 +15,30 @@ from .test_alignment import group_bytes
 
 
 @pytest.fixture(scope="module")
-def slow_tokenizer(tmp_path_factory):
-    """A slow (pure Python) byte-level BPE tokenizer: it has no offsets and no Rust backend."""
-    from transformers import GPT2Tokenizer
+def slow_tokenizer():
+    """A slow (pure Python) byte-level tokenizer: it has no offsets and no Rust backend. Built on
+    PreTrainedTokenizer, the Python base class in transformers 4 and 5 (5 has no slow GPT2Tokenizer)."""
+    from transformers import PreTrainedTokenizer
 
-    folder = tmp_path_factory.mktemp("slow_gpt2")
-    vocab = {ch: i for i, ch in enumerate(sorted(_byte_level_decoder(), key=_byte_level_decoder().get))}
-    vocab["<|endoftext|>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    tok = GPT2Tokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    vocab = _byte_level_decoder()  # byte-level character -> byte value, a 256-entry vocabulary
+    chars = {byte: ch for ch, byte in vocab.items()}
+
+    class ByteLevelPythonTokenizer(PreTrainedTokenizer):
+        vocab_size = len(vocab)
+
+        def get_vocab(self):
+            return dict(vocab)
+
+        def _tokenize(self, text):
+            return [chars[b] for b in text.encode("utf-8")]
+
+        def _convert_token_to_id(self, token):
+            return vocab[token]
+
+        def _convert_id_to_token(self, index):
+            return chars[index]
+
+    tok = ByteLevelPythonTokenizer(eos_token="<|endoftext|>")
     assert not tok.is_fast
     return tok
 

@@ -2,6 +2,8 @@
 init_model with FSDP2, the teacher forward, a loss-mode and a reward-mode step, the timings) runs
 here with Ray stood in, importing only what the GPU machine has plus the wheels it carries."""
 
+from . import needs_skyrl031  # noqa: F401  (first: the GPU check runs the skyrl-train 0.3.1 adapter)
+
 import json
 import math
 import re

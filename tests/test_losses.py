@@ -111,8 +111,9 @@ def test_macro_action_gradient_equals_delta_weighted_group_logprob_gradient(toke
     mean) is sum_g delta_g * grad log P_S(g) / N: each group is one macro-action."""
     from types import SimpleNamespace
 
+    pytest.importorskip("skyrl_train", reason="the importance_sampling loss written by the skyrl-train 0.3.1 adapter (skyrl 0.4.0 has its own)")
+    from gold_distillation.adapters.skyrl031.policy_losses import importance_sampling_loss
     from gold_distillation.losses import span_logprobs
-    from gold_distillation.policy_losses import importance_sampling_loss
 
     from .conftest import tiny_model
 
@@ -153,7 +154,10 @@ def test_special_token_reward_is_span_log_ratio_of_its_literal_text(tokenizers, 
     expected = sum(t_lp[j - 1, full[j]] for j in members) - token_lp[0, at].detach()
     torch.testing.assert_close(rewards[0, at], expected, atol=2e-4, rtol=1e-5)
     torch.testing.assert_close(delta[0, g], expected, atol=2e-4, rtol=1e-5)
-    assert t_tok.decode([full[j] for j in members]) == special
+    # The literal string as the student's decode writes it there (with tokenizers >= 0.23, Llama 2's
+    # normalized specials carry their SentencePiece space: " </s>").
+    written = s_tok.decode(ids[: at + 1], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    assert written.endswith(t_tok.decode([full[j] for j in members])) and t_tok.decode([full[j] for j in members]).strip() == special
 
 
 def test_special_tokens_only_response_is_rewarded_below_a_plain_answer(tokenizers):

@@ -1,11 +1,14 @@
 """Reward mode's SkyRL functions: no_op advantages and the importance_sampling policy loss."""
 
+from . import needs_skyrl031  # noqa: F401  (first: skips this module without skyrl-train 0.3.1)
+
 from types import SimpleNamespace
 
 import torch
 from skyrl_train.utils.ppo_utils import AdvantageEstimatorRegistry, PolicyLossRegistry
 
-from gold_distillation.policy_losses import importance_sampling_loss, no_op_advantage, register_skyrl_functions
+from gold_distillation.adapters.skyrl031.policy_losses import importance_sampling_loss, register_skyrl_functions
+from gold_distillation.gold_steps import no_op_advantage
 
 
 def test_importance_sampling_loss_is_policy_gradient_at_ratio_one():

@@ -87,13 +87,13 @@ def test_worker_actors_start_in_fresh_processes_with_registries_and_gold_config(
     try:
         facts = dict(zip(actors, ray.get([actor.__ray_call__.remote(probe) for actor in actors.values()], timeout=240)))
         assert len({f["pid"] for f in facts.values()} | {os.getpid()}) == 3  # two fresh processes
-        assert "gold_distillation.gold_policy_worker.GOLDPolicyWorkerBase" in facts["policy"]["classes"]
-        assert "gold_distillation.gold_ref_worker.GOLDRefWorkerBase" in facts["ref"]["classes"]
+        assert "gold_distillation.adapters.skyrl031.workers.GOLDPolicyWorkerBase" in facts["policy"]["classes"]
+        assert "gold_distillation.adapters.skyrl031.workers.GOLDRefWorkerBase" in facts["ref"]["classes"]
         for role, f in facts.items():
             assert f["flash_attn"].startswith(cluster), f"{role}: {f['flash_attn']}"  # the installed path, no stand-in
             assert f["fsdp_worker_imported"] and f["mixed_precision_fix"], role
-            assert f["no_op"] == "gold_distillation.policy_losses.no_op_advantage", role
-            assert f["importance_sampling"] == "gold_distillation.policy_losses.importance_sampling_loss", role
+            assert f["no_op"] == "gold_distillation.gold_steps.no_op_advantage", role
+            assert f["importance_sampling"] == "gold_distillation.adapters.skyrl031.policy_losses.importance_sampling_loss", role
             assert f["gold"] == OmegaConf.to_container(cfg.gold), role
         # SkyRL's policy worker resolved its policy loss in __init__, inside the worker process.
         assert facts["policy"]["policy_loss_fn"] == facts["policy"]["importance_sampling"]

@@ -60,7 +60,7 @@ def client(server, tok, **kwargs):
 @pytest.mark.parametrize("truncate", [False, True])
 @pytest.mark.parametrize("pair", list(PAIRS))
 def test_served_span_logprobs_and_rewards_equal_the_ref_worker_path(tokenizers, pair, truncate):
-    from gold_distillation.gold_ref_worker import teacher_forward
+    from gold_distillation.gold_steps import teacher_forward
 
     from .skyrl_standins import TrainingInputBatch, wrap
 

@@ -1,6 +1,8 @@
 """GOLDDistillationTrainer driven through its GOLD steps on CPU (GOLD.md section 2), with tiny
 random Llama (student) and Qwen2 (teacher) models standing in for SkyRL's worker groups."""
 
+from . import needs_skyrl031  # noqa: F401  (first: skips this module without skyrl-train 0.3.1)
+
 import asyncio
 import math
 from unittest.mock import AsyncMock
@@ -13,36 +15,10 @@ from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput
 from gold_distillation.teacher_view import build_teacher_view
 
 from .conftest import TOKENIZERS_DIR, tiny_model
+from .rollouts import PROMPTS, direct_token_logprobs, generator_output
 from .skyrl_standins import StandInGroup, StudentForward, gold_cfg, open_dict, plain_ref_worker, plain_trainer, run_without_ray, wrap
 
 LLAMA, QWEN = str(TOKENIZERS_DIR / "llama3.1-instruct"), str(TOKENIZERS_DIR / "qwen2.5-instruct")
-PROMPTS = [
-    [{"role": "user", "content": "What is 12 * 7?"}],
-    [{"role": "user", "content": "Write a haiku about spring in Japan."}],
-    [{"role": "user", "content": "Print the squares."}],
-]
-RESPONSES = [
-    "12 * 7 = 84, so the answer is $\\boxed{84}$.",
-    "Cherry 🌸 blossoms fall\n  softly on the pond — 日本の春",
-    "for i in range(3):\n    print(i ** 2)",
-]
-
-
-def generator_output(tok, eos=(True, False, True)):
-    prompt_ids = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=True) for p in PROMPTS]
-    responses = [tok(t, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if e else []) for t, e in zip(RESPONSES, eos)]
-    return {
-        "prompt_token_ids": prompt_ids,
-        "response_ids": responses,
-        "rewards": [[0.0] * len(r) for r in responses],  # per token, as after postprocess_generator_output
-        "loss_masks": [[1] * len(r) for r in responses],
-        "stop_reasons": ["stop" if e else "length" for e in eos],
-        "rollout_metrics": None,
-        "rollout_logprobs": None,
-        "gold_prompt_messages": PROMPTS,  # what GOLDGymGenerator reports: each environment's init output
-    }
-
-
 def build_trainer(cfg, student_model, teacher_model):
     """The trainer as GOLDDistillationExp builds it, with stand-in groups around the tiny models."""
     trainer = plain_trainer(cfg)
@@ -58,15 +34,6 @@ def gold_step(trainer, output):
     batch = run_without_ray(trainer.convert_to_training_input, output, [str(i) for i in range(len(PROMPTS))])
     batch = run_without_ray(trainer.fwd_logprobs_values_reward, batch)
     return run_without_ray(trainer.apply_reward_kl_penalty, batch)
-
-
-def direct_token_logprobs(model, prompt_ids, response_ids):
-    """log p(response token | everything before it), unpadded, one sequence."""
-    ids = torch.tensor([list(prompt_ids) + list(response_ids)])
-    with torch.no_grad():
-        logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
-    p = len(prompt_ids)
-    return logp[p - 1 : -1].gather(-1, ids[0, p:, None]).squeeze(-1)
 
 
 def test_reward_mode_rewards_are_span_log_ratios_of_the_models(tokenizers):
@@ -137,7 +104,7 @@ class StudentGroupStandIn:
     the batch carries student group ids (the reward-mode ULD term)."""
 
     def __init__(self, cfg, model):
-        from gold_distillation.gold_policy_worker import GOLDPolicyWorkerBase
+        from gold_distillation.adapters.skyrl031.workers import GOLDPolicyWorkerBase
 
         from .skyrl_standins import WORKER_KWARGS
 
@@ -211,7 +178,7 @@ def test_teacher_reads_the_conversation_the_environment_gave_the_student(tokeniz
     distillation example): the teacher's prompt is the environment's init output, not the dataset's."""
     from skyrl_gym.envs.registration import register, registry
 
-    from gold_distillation.main_gold_distill import GOLDGymGenerator
+    from gold_distillation.adapters.skyrl031.trainer import GOLDGymGenerator
     from gold_distillation.teacher_view import render_prompt
 
     if "gold_test_system_prompt" not in registry:

@@ -1,5 +1,7 @@
 """The GOLD ref worker's forward and the loss-mode GOLD policy worker's step, as plain objects."""
 
+from . import needs_skyrl031  # noqa: F401  (first: skips this module without skyrl-train 0.3.1)
+
 import weakref
 
 import numpy as np
@@ -7,7 +9,7 @@ import pytest
 import torch
 
 from gold_distillation.gold_forward import group_measures
-from gold_distillation.gold_policy_worker import GOLDPolicyWorkerBase
+from gold_distillation.adapters.skyrl031.workers import GOLDPolicyWorkerBase
 from gold_distillation.losses import sorted_l1
 
 from .conftest import tiny_model
@@ -105,7 +107,7 @@ def test_loss_mode_worker_step_has_finite_gradients_and_lowers_the_gold_loss(mod
 def test_loss_mode_frees_each_micro_batch_after_its_step(models, monkeypatch):
     """On a GPU each micro-batch the worker trains on is a device copy: none may outlive its step
     (several epochs, gradient accumulation over micro-batches, and after ppo_train returns)."""
-    import gold_distillation.gold_policy_worker as policy_worker
+    import gold_distillation.adapters.skyrl031.workers as policy_worker
 
     cfg = gold_cfg(LLAMA, QWEN, "gold.mode=loss", "trainer.update_epochs_per_batch=2")
     _, batch = loss_mode_batch(cfg, models)

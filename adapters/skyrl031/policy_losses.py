@@ -1,15 +1,12 @@
-"""Reward mode's SkyRL functions (not built into skyrl-train 0.3.1): the `no_op` advantage
-estimator and the `importance_sampling` policy loss, with SkyRL's call signatures."""
+"""Reward mode's SkyRL functions, not built into skyrl-train 0.3.1: the `no_op` advantage estimator
+(gold_steps.no_op_advantage) and the `importance_sampling` policy loss, with SkyRL's call signatures."""
 
 from __future__ import annotations
 
 import torch
 from skyrl_train.utils.ppo_utils import AdvantageEstimatorRegistry, PolicyLossRegistry, reduce_loss
 
-
-def no_op_advantage(token_level_rewards: torch.Tensor, **kwargs):
-    """Advantages = returns = the per-token rewards [B, R]."""
-    return token_level_rewards, token_level_rewards
+from ...gold_steps import no_op_advantage
 
 
 def importance_sampling_loss(log_probs, old_log_probs, advantages, config, loss_mask=None, rollout_logprobs=None, **kwargs):

@@ -1,10 +1,6 @@
-"""Import fixes for skyrl-train 0.3.1, applied before its FSDP worker modules are imported.
-
-- 0.3.1's fsdp_strategy imports MixedPrecisionPolicy from its own fsdp_utils, which does not define
-  it (fixed upstream later); the class is torch's. Needed on every machine.
-- model_wrapper imports flash_attn at module level. Where flash_attn is not installed (CPU tests and
-  the CPU demo) a small stand-in provides the two padding helpers, in pure torch; on GPU machines
-  the real package is used and nothing is replaced.
+"""A pure-torch stand-in for the two `flash_attn.bert_padding` helpers SkyRL's model wrapper imports
+at module level (skyrl-train 0.3.1 and skyrl 0.4.0 alike). Installed only where flash_attn is not
+(CPU tests and the CPU demo); on GPU machines the real package is used and nothing is replaced.
 """
 
 from __future__ import annotations
@@ -33,7 +29,10 @@ def _pad_input(hidden_states, indices, batch, seqlen):
     return out.reshape(batch, seqlen, *hidden_states.shape[1:])
 
 
-def _install_flash_attn_stand_in() -> None:
+def ensure_flash_attn() -> None:
+    """Install the stand-in as `flash_attn` unless a flash_attn package is importable (idempotent)."""
+    if "flash_attn" in sys.modules or importlib.util.find_spec("flash_attn") is not None:
+        return
     package = types.ModuleType("flash_attn")
     # transformers inspects __spec__ of installed packages; a module without one makes it raise.
     package.__spec__ = importlib.machinery.ModuleSpec("flash_attn", None, is_package=True)
@@ -45,15 +44,3 @@ def _install_flash_attn_stand_in() -> None:
     package.bert_padding = padding
     sys.modules["flash_attn"] = package
     sys.modules["flash_attn.bert_padding"] = padding
-
-
-def patch_skyrl_imports() -> None:
-    """Make skyrl_train.workers.fsdp.fsdp_worker importable (idempotent)."""
-    if "flash_attn" not in sys.modules and importlib.util.find_spec("flash_attn") is None:
-        _install_flash_attn_stand_in()
-    import skyrl_train.distributed.fsdp_utils as fsdp_utils
-
-    if not hasattr(fsdp_utils, "MixedPrecisionPolicy"):
-        from torch.distributed.fsdp import MixedPrecisionPolicy
-
-        fsdp_utils.MixedPrecisionPolicy = MixedPrecisionPolicy

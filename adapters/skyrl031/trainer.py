@@ -1,0 +1,155 @@
+"""GOLD distillation on skyrl-train 0.3.1: the generator, the trainer and the experiment.
+
+Data flow of one step (GOLD.md section 2), in the order the trainer runs it:
+  generate             SkyRL's gym generator (GOLDGymGenerator); the messages each environment's
+                       init returned, which the student's prompt was rendered from, are kept for the teacher
+  convert_to_training_input
+                       + teacher view and alignment (gold_steps.add_teacher_view)
+  fwd_logprobs_values_reward
+                       SkyRL's student (and critic) pass, then the teacher pass on the GOLD ref worker
+  apply_reward_kl_penalty
+                       reward mode: per-token rewards from span log-ratios (gold_steps.apply_gold_rewards)
+  train_critic_and_policy
+                       reward mode: SkyRL's policy step (no_op advantages, importance_sampling);
+                       loss mode: the GOLD policy worker's loss against the teacher payload
+"""
+
+from __future__ import annotations
+
+import ray
+import torch
+from skyrl_train.distributed.dispatch import concatenate_outputs_after_mesh_dispatch
+from skyrl_train.entrypoints.main_base import BasePPOExp
+from skyrl_train.generators.skyrl_gym_generator import SkyRLGymGenerator
+from skyrl_train.trainer import RayPPOTrainer
+from skyrl_train.training_batch import TrainingInputBatch
+
+from ...alignment import same_vocabulary, token_bytes
+from ...config import needs_teacher_distributions
+from ...gold_forward import STUDENT_INPUT_KEYS, TEACHER_INPUT_KEYS, uld_between_payloads
+from ...gold_metrics import payload_metrics
+from ...gold_setup import load_tokenizer
+from ...gold_steps import add_teacher_view, apply_gold_rewards, lift_gold_metrics
+from ..prompt_capture import InitMessagesCapture, require_prompt_capture
+from .policy_losses import register_skyrl_functions
+
+register_skyrl_functions()
+
+
+class GOLDGymGenerator(InitMessagesCapture, SkyRLGymGenerator):
+    """SkyRL's gym generator that also returns the messages each environment's init returned
+    (`gold_prompt_messages`, see prompt_capture.InitMessagesCapture)."""
+
+
+class GOLDDistillationTrainer(RayPPOTrainer):
+    """RayPPOTrainer whose teacher reads the student's rollouts in its own tokenization."""
+
+    def __init__(self, *args, teacher_tokenizer, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gold = self.cfg.gold
+        self.teacher_tokenizer = teacher_tokenizer
+        self.same_vocabulary = same_vocabulary(token_bytes(self.tokenizer), token_bytes(teacher_tokenizer))
+        self.rollout_prompts = None
+        require_prompt_capture(self.generator, self.same_vocabulary)
+
+    def build_models(self, PolicyWorker, CriticWorker, RefWorker):
+        from skyrl_train.workers.fsdp.fsdp_worker import PolicyWorker as StockPolicyWorker
+
+        from .workers import GOLDPolicyWorker, GOLDRefWorker
+
+        # A Ray worker process loads its actor class's module by name with nothing imported before:
+        # SkyRL's fsdp_worker module fails to import there (0.3.1), the GOLD worker module fixes it first.
+        if PolicyWorker is StockPolicyWorker:
+            PolicyWorker = GOLDPolicyWorker
+        elif needs_teacher_distributions(self.gold) and PolicyWorker is not GOLDPolicyWorker:
+            raise ValueError(
+                f"gold.mode={self.gold.mode} with gold.uld_reward_coef={self.gold.uld_reward_coef}: the policy "
+                "worker must be the GOLD policy worker (gold_policy_worker.GOLDPolicyWorker), which computes "
+                "the GOLD loss and the student's group statistics. Fix: pass it to build_models, or use "
+                "gold.mode=reward with gold.uld_reward_coef=0."
+            )
+        # No critic: validate_run_config rejects trainer.critic.model.path.
+        super().build_models(PolicyWorker, None, GOLDRefWorker)
+
+    async def generate(self, input_batch):
+        output = await super().generate(input_batch)
+        # skyrl-train 0.3.1 passes only token ids past generation; the teacher needs the messages.
+        self.rollout_prompts = output.get("gold_prompt_messages")
+        return output
+
+    def convert_to_training_input(self, generator_output, uids) -> TrainingInputBatch:
+        batch = super().convert_to_training_input(generator_output, uids)
+        self.all_metrics.update(
+            add_teacher_view(
+                batch, generator_output["response_ids"], self.rollout_prompts, self.tokenizer,
+                self.teacher_tokenizer, self.gold, self.same_vocabulary,
+            )
+        )
+        return batch
+
+    @torch.no_grad()
+    def fwd_logprobs_values_reward(self, training_input: TrainingInputBatch) -> TrainingInputBatch:
+        # SkyRL's pass computes the student's log-probs (and critic values); the teacher pass,
+        # on the teacher's own sequences, is GOLD's, so the ref group sits SkyRL's pass out.
+        teacher_group, self.ref_model = self.ref_model, None
+        try:
+            training_input = super().fwd_logprobs_values_reward(training_input)
+        finally:
+            self.ref_model = teacher_group
+        colocated = self.colocate_all or self.cfg.trainer.placement.colocate_policy_ref
+        payload = self.run_group(self.ref_model, training_input, TEACHER_INPUT_KEYS, colocated)
+        for key, value in payload.items():
+            training_input[key] = value
+        self.all_metrics.update(payload_metrics(payload, training_input["teacher_group_ids"]))
+        if self.gold.mode == "reward" and self.gold.uld_reward_coef > 0:
+            student = self.run_group(self.policy_model, training_input, STUDENT_INPUT_KEYS, self.colocate_all)
+            distance, _ = uld_between_payloads(student, payload)
+            training_input["gold_uld_distance"] = distance
+        return training_input
+
+    def run_group(self, group, batch: TrainingInputBatch, keys, colocated: bool):
+        """Run a worker group's forward on the given batch keys; returns its concatenated output."""
+        data = batch.select(keys=list(keys), metadata_keys=["response_length", "gold_num_groups"])
+        # A forward pass needs the model on the GPU, not the optimizer state (as in SkyRL's own passes).
+        if colocated:
+            group.backload_to_gpu(backload_optimizer=False, backload_model=True)
+        results = ray.get(group.async_run_ray_method("mesh", "forward", data=data))
+        output = concatenate_outputs_after_mesh_dispatch(group.actor_infos, results)
+        if colocated:
+            group.offload_to_cpu(offload_optimizer=False, offload_model=True)
+            ray.get(group.async_run_ray_method("pass_through", "empty_cache"))
+        return output
+
+    @torch.no_grad()
+    def apply_reward_kl_penalty(self, data: TrainingInputBatch) -> TrainingInputBatch:
+        """Reward mode: per-token rewards from span log-ratios (GOLD.md section 4). In loss mode
+        the GOLD policy worker trains on the teacher payload and rewards are unused."""
+        self.all_metrics.update(apply_gold_rewards(data, self.gold))
+        return data
+
+    def train_critic_and_policy(self, data: TrainingInputBatch):
+        status = super().train_critic_and_policy(data)
+        lift_gold_metrics(self.all_metrics)
+        return status
+
+
+class GOLDDistillationExp(BasePPOExp):
+    """BasePPOExp with the GOLD trainer and generator, the teacher tokenizer and remote code off by default."""
+
+    def get_tokenizer(self, padding_side="left"):
+        tokenizer = load_tokenizer(self.cfg.trainer.policy.model.path, bool(self.cfg.gold.student_trust_remote_code))
+        tokenizer.padding_side = padding_side
+        return tokenizer
+
+    def get_generator(self, cfg, tokenizer, inference_engine_client):
+        return GOLDGymGenerator(
+            generator_cfg=cfg.generator,
+            skyrl_gym_cfg=cfg.environment.skyrl_gym,
+            inference_engine_client=inference_engine_client,
+            tokenizer=tokenizer,
+            model_name=cfg.trainer.policy.model.path,
+        )
+
+    def get_trainer(self, *args, **kwargs):
+        teacher = load_tokenizer(self.cfg.trainer.ref.model.path, bool(self.cfg.gold.teacher_trust_remote_code))
+        return GOLDDistillationTrainer(*args, teacher_tokenizer=teacher, **kwargs)
