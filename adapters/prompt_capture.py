@@ -20,7 +20,11 @@ _INIT_MESSAGES = contextvars.ContextVar("gold_init_messages")
 class InitMessagesCapture:
     """Mixin for SkyRL's gym generator (put it first among the bases): the output also holds, per
     trajectory and in output order, the messages its environment's init returned
-    (`gold_prompt_messages`)."""
+    (`gold_prompt_messages`). While `rollout_done` is set (the trainer's generate with a served
+    teacher), each trajectory's agent loop calls rollout_done(row, messages, prompt ids, response
+    ids) as soon as it returns, so that its teacher request goes out while others still generate."""
+
+    rollout_done = None
 
     async def generate(self, input_batch, disable_tqdm: bool = False):
         self.init_messages = []
@@ -32,11 +36,14 @@ class InitMessagesCapture:
         # generate() calls this once per trajectory, in output order, before awaiting any of them.
         slot = []
         self.init_messages.append(slot)
-        return self._recording_agent_loop(slot, *args, **kwargs)
+        return self._recording_agent_loop(len(self.init_messages) - 1, slot, *args, **kwargs)
 
-    async def _recording_agent_loop(self, slot, *args, **kwargs):
+    async def _recording_agent_loop(self, row, slot, *args, **kwargs):
         _INIT_MESSAGES.set(slot)  # local to this trajectory's task
-        return await super().agent_loop(*args, **kwargs)
+        output = await super().agent_loop(*args, **kwargs)
+        if self.rollout_done is not None:
+            self.rollout_done(row, slot[0], output.prompt_ids, output.response_ids)
+        return output
 
     async def _run_in_executor_if_available(self, func, *args, **kwargs):
         result = await super()._run_in_executor_if_available(func, *args, **kwargs)

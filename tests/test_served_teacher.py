@@ -14,7 +14,7 @@ from gold_distillation.served_teacher import ServedTeacher, ServedTeacherError
 from gold_distillation.teacher_view import build_teacher_views, collate_views
 
 from .conftest import tiny_model
-from .test_trainer import PROMPTS, generator_output
+from .rollouts import PROMPTS, generator_output
 from .vllm_standin import StandInVLLM
 
 PAIRS = {"llama->qwen": ("llama3.1-instruct", "qwen2.5-instruct", "qwen2"),

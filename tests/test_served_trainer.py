@@ -1,7 +1,10 @@
 """The GOLD trainer with a served teacher (gold.teacher_backend=served) on skyrl-train 0.3.1: the same
 rewards as the ref-worker path for the same teacher model, scored through the local vLLM stand-in,
 also when each rollout is sent as it returns from the generator; no ref group; the start-up check at
-trainer construction; the settings a served teacher refuses."""
+trainer construction; the settings a served teacher refuses. tests/test_skyrl040_served_trainer.py
+is its skyrl 0.4.0 twin."""
+
+from . import needs_skyrl031  # noqa: F401  (first: skips this module without skyrl-train 0.3.1)
 
 import asyncio
 import copy
@@ -16,7 +19,8 @@ from gold_distillation.served_teacher import ServedTeacherError
 
 from .conftest import tiny_model
 from .skyrl_standins import StandInGroup, actor_class_location, StudentForward, gold_cfg, plain_ref_worker, plain_trainer, run_without_ray, wrap
-from .test_trainer import LLAMA, PROMPTS, QWEN, FixedAnswerEngine, SystemPromptEnv, generator_output
+from .rollouts import PROMPTS, generator_output
+from .test_trainer import LLAMA, QWEN, FixedAnswerEngine, SystemPromptEnv
 from .vllm_standin import StandInVLLM
 
 PATHS = {"llama3.1-instruct": LLAMA, "qwen2.5-instruct": QWEN}
@@ -99,7 +103,7 @@ def test_each_rollout_is_sent_as_it_returns_from_the_generator(tokenizers):
     (the batch step sends nothing more), and the rewards equal the ref-worker path's."""
     from skyrl_gym.envs.registration import register, registry
 
-    from gold_distillation.main_gold_distill import GOLDGymGenerator
+    from gold_distillation.adapters.skyrl031.trainer import GOLDGymGenerator
 
     if "gold_test_system_prompt" not in registry:
         register(id="gold_test_system_prompt", entry_point=SystemPromptEnv)

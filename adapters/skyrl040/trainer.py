@@ -25,7 +25,7 @@ from ...config import needs_teacher_distributions
 from ...gold_forward import STUDENT_INPUT_KEYS, TEACHER_INPUT_KEYS, uld_between_payloads
 from ...gold_metrics import payload_metrics
 from ...gold_setup import load_tokenizer
-from ...gold_steps import add_teacher_view, apply_gold_rewards, lift_gold_metrics, no_op_advantage
+from ...gold_steps import add_teacher_view, apply_gold_rewards, lift_gold_metrics, served_teacher_step, no_op_advantage
 from ..prompt_capture import InitMessagesCapture, require_prompt_capture
 from .workers import stack_outputs
 
@@ -55,6 +55,8 @@ class GOLDDistillationTrainer(RayPPOTrainer):
         self.same_vocabulary = same_vocabulary(token_bytes(self.tokenizer), token_bytes(teacher_tokenizer))
         self.rollout_prompts = None
         require_prompt_capture(self.generator, self.same_vocabulary)
+        # gold.teacher_backend=served: the client's start-up check runs here, before any rollout.
+        self.served_teacher = served_teacher_step(self.gold, self.tokenizer, teacher_tokenizer, self.same_vocabulary)
 
     def build_models(self, PolicyWorker, CriticWorker, RefWorker):
         from skyrl.backends.skyrl_train.workers.fsdp.fsdp_worker import PolicyWorker as StockPolicyWorker
@@ -76,23 +78,36 @@ class GOLDDistillationTrainer(RayPPOTrainer):
         super().build_models(PolicyWorker, None, GOLDRefWorker)
 
     async def generate(self, input_batch):
-        output = await super().generate(input_batch)
+        if self.served_teacher is None:
+            output = await super().generate(input_batch)
+        else:
+            with self.served_teacher.generating(self.generator):  # rollouts are scored as they return
+                output = await super().generate(input_batch)
         # SkyRL passes only token ids past generation; the teacher needs the messages.
         self.rollout_prompts = output.get("gold_prompt_messages")
         return output
 
     def convert_to_training_input(self, generator_output, uids) -> TrainingInputBatch:
         batch = super().convert_to_training_input(generator_output, uids)
+        responses, views = generator_output["response_ids"], None
+        if self.served_teacher is not None:  # the rollouts not scored yet are sent now
+            views = self.served_teacher.batch_views(responses, self.rollout_prompts, generator_output["prompt_token_ids"])
         self.all_metrics.update(
             add_teacher_view(
-                batch, generator_output["response_ids"], self.rollout_prompts, self.tokenizer,
-                self.teacher_tokenizer, self.gold, self.same_vocabulary,
+                batch, responses, self.rollout_prompts, self.tokenizer, self.teacher_tokenizer, self.gold,
+                self.same_vocabulary, views,
             )
         )
         return batch
 
     @torch.no_grad()
     def fwd_logprobs_values_reward(self, training_input: TrainingInputBatch) -> TrainingInputBatch:
+        if self.served_teacher is not None:
+            # No ref group (use_kl_in_reward=false): SkyRL's pass is the student's only and SkyRL does
+            # not call the reward step, so it runs here once the teacher's answers are in.
+            training_input = super().fwd_logprobs_values_reward(training_input)
+            self.all_metrics.update(self.served_teacher.add_payload(training_input))
+            return self.apply_reward_kl_penalty(training_input)
         # SkyRL's pass computes the student's log-probs (and critic values); the teacher pass,
         # on the teacher's own sequences, is GOLD's, so the ref group sits SkyRL's pass out.
         teacher_group, self.ref_model = self.ref_model, None
@@ -127,6 +142,8 @@ class GOLDDistillationTrainer(RayPPOTrainer):
     def train_critic_and_policy(self, data: TrainingInputBatch):
         status = super().train_critic_and_policy(data)
         lift_gold_metrics(self.all_metrics)
+        if self.served_teacher is not None:
+            self.all_metrics.update(self.served_teacher.step_share())
         return status
 
 
