@@ -12,6 +12,10 @@ Data flow of one step (GOLD.md section 2), in the order the trainer runs it:
   train_critic_and_policy
                        reward mode: SkyRL's policy step (no_op advantages, importance_sampling);
                        loss mode: the GOLD policy worker's loss against the teacher payload
+With a served teacher (gold.teacher_backend=served, gold_steps.served_teacher_step) there is no ref
+group: each rollout's teacher view is sent to the server as it returns from generate (the rest in
+convert_to_training_input), and fwd_logprobs_values_reward reads the answers after the student's pass
+and runs the reward step itself (SkyRL calls apply_reward_kl_penalty only with use_kl_in_reward).
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ The step's data flow is the one of the skyrl-train 0.3.1 trainer (main_gold_dist
   apply_reward_kl_penalty    reward mode: per-token rewards from span log-ratios
   train_critic_and_policy    reward mode: SkyRL's policy worker (no_op advantages, importance_sampling);
                              loss mode: the GOLD policy worker's forward_backward
+With a served teacher (gold.teacher_backend=served, gold_steps.served_teacher_step) there is no ref
+group: each rollout's teacher view is sent to the server as it returns from generate (the rest in
+convert_to_training_input), and fwd_logprobs_values_reward reads the answers after the student's pass
+and runs the reward step itself (SkyRL calls apply_reward_kl_penalty only with use_kl_in_reward).
 """
 
 from unittest.mock import patch
