@@ -19,8 +19,8 @@ from gold_distillation.served_teacher import ServedTeacherError
 
 from .conftest import tiny_model
 from .skyrl_standins import StandInGroup, actor_class_location, StudentForward, gold_cfg, plain_ref_worker, plain_trainer, run_without_ray, wrap
-from .rollouts import PROMPTS, generator_output
-from .test_trainer import LLAMA, QWEN, FixedAnswerEngine, SystemPromptEnv
+from .rollouts import PROMPTS, FixedAnswerEngine, SystemPromptEnv, generator_output
+from .test_trainer import LLAMA, QWEN
 from .vllm_standin import StandInVLLM
 
 PATHS = {"llama3.1-instruct": LLAMA, "qwen2.5-instruct": QWEN}

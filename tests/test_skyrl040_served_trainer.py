@@ -18,7 +18,7 @@ from gold_distillation.gold_setup import load_tokenizer
 from gold_distillation.served_teacher import ServedTeacherError
 
 from .conftest import TOKENIZERS_DIR, tiny_model
-from .rollouts import PROMPTS, generator_output
+from .rollouts import PROMPTS, FixedAnswerEngine, SystemPromptEnv, generator_output
 from .skyrl040_standins import dispatch_for, gold_cfg, policy_worker, ref_worker, without_ray
 from .vllm_standin import StandInVLLM
 
@@ -94,6 +94,44 @@ def test_served_teacher_rewards_equal_the_ref_worker_path(tokenizers, pair):
     with patch("skyrl.train.trainer.RayPPOTrainer.train_critic_and_policy", return_value={}):
         trainer.train_critic_and_policy(batch)
     assert 0 <= trainer.all_metrics["gold/teacher_step_share"] <= 1
+
+
+def test_each_rollout_is_sent_as_it_returns_from_the_generator(tokenizers):
+    """Through SkyRL 0.4.0's gym generator: every rollout's request is on its way before generate()
+    returns (the batch step sends nothing more), and the rewards equal the ref-worker path's."""
+    from skyrl_gym.envs.registration import register, registry
+
+    if "gold_test_system_prompt" not in registry:
+        register(id="gold_test_system_prompt", entry_point=SystemPromptEnv)
+    s_tok, t_tok = tokenizers["llama3.1-instruct"], tokenizers["qwen2.5-instruct"]
+    student, teacher = models(tokenizers, "llama3.1-instruct", "qwen2.5-instruct")
+    prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[2]]
+    input_batch = {"prompts": prompts, "env_classes": ["gold_test_system_prompt"] * 4,
+                   "env_extras": [{"tag": i} for i in range(4)], "sampling_params": None}
+    uids = ["0", "1", "2", "3"]  # one sample per prompt, as the config says
+    with StandInVLLM(t_tok, teacher) as server:
+        cfg = gold_cfg(LLAMA, QWEN, *served(server.url), "generator.sampling_params.logprobs=null", batch_size=4)
+        trainer = trainer_for(cfg, student)
+        trainer.generator = GOLDGymGenerator(generator_cfg=cfg.generator, skyrl_gym_cfg=cfg.environment.skyrl_gym,
+                                             inference_engine_client=FixedAnswerEngine(s_tok, "The answer is 84."),
+                                             tokenizer=s_tok)
+        step = trainer.served_teacher
+        with without_ray():
+            output = asyncio.run(trainer.generate(input_batch))
+            assert sorted(step.round.futures) == [0, 1, 2, 3] and trainer.generator.rollout_done is None
+            sent = dict(step.round.futures)
+            output, uids = trainer.postprocess_generator_output(output, uids)
+            batch = trainer.convert_to_training_input(output, uids)
+            assert step.round.futures == sent  # nothing re-sent after generation
+            batch = trainer.fwd_logprobs_values_reward(batch)
+    # The ref-worker path on the same rollouts (its generate reads the same environment messages).
+    ref = trainer_for(gold_cfg(LLAMA, QWEN, batch_size=4), student, teacher)
+    ref.generator.generate = AsyncMock(return_value={**output, "rollout_metrics": None})
+    with without_ray():
+        asyncio.run(ref.generate(input_batch))
+        expected = ref.apply_reward_kl_penalty(ref.fwd_logprobs_values_reward(ref.convert_to_training_input(output, uids)))
+    torch.testing.assert_close(batch["rewards"], expected["rewards"], atol=1e-5, rtol=0)
+    assert torch.equal(batch["teacher_sequences"], expected["teacher_sequences"])
 
 
 def test_no_ref_group_is_built_with_a_served_teacher(tokenizers):
