@@ -1,7 +1,8 @@
 """The `gold` config section: every GOLD option, its default and its meaning, in one place.
 
-The hydra entrypoint adds this section to SkyRL's base config (override any key as gold.key=value);
-`validate_gold_config` runs at start-up and names the key and the fix for every bad value.
+Each SkyRL adapter adds this section to SkyRL's config (hydra on skyrl-train 0.3.1, a dataclass field
+on skyrl 0.4.0; override any key as gold.key=value); `validate_run_config` runs at start-up on either
+and names the key and the fix for every bad value.
 """
 
 from __future__ import annotations

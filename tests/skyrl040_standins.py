@@ -132,3 +132,33 @@ class DummyDataset:
 
     def collate_fn(self, batch):
         return batch
+
+
+# The GOLD run modes and the overrides that select them.
+MODES = {"reward": [], "loss": ["gold.mode=loss"], "uld_reward": ["gold.uld_reward_coef=0.5"]}
+
+
+def plain_trainer(cfg, generator=None):
+    """The GOLD trainer as GOLDDistillationExp builds it, without worker groups or an inference engine
+    (the generator: a stand-in GOLDGymGenerator unless given)."""
+    from unittest.mock import MagicMock
+
+    from gold_distillation.adapters.skyrl040.trainer import GOLDDistillationTrainer, GOLDGymGenerator
+    from gold_distillation.gold_setup import load_tokenizer
+
+    return GOLDDistillationTrainer(
+        cfg=cfg, tracker=None, tokenizer=load_tokenizer(cfg.trainer.policy.model.path), train_dataset=None,
+        inference_engine_client=None, generator=generator or MagicMock(spec=GOLDGymGenerator),
+        teacher_tokenizer=load_tokenizer(cfg.trainer.ref.model.path),
+    )
+
+
+def classes_handed_to_skyrl(trainer) -> dict:
+    """The worker classes the trainer passes on to SkyRL's build_models when BasePPOExp hands it
+    SkyRL's FSDP workers (as its _setup_trainer does for trainer.strategy=fsdp): {"policy", "critic", "ref"}."""
+    from skyrl.backends.skyrl_train.workers.fsdp.fsdp_worker import CriticWorker, PolicyWorker, RefWorker
+    from skyrl.train.trainer import RayPPOTrainer
+
+    with patch.object(RayPPOTrainer, "build_models") as build:
+        trainer.build_models(PolicyWorker, CriticWorker, RefWorker)
+    return dict(zip(("policy", "critic", "ref"), build.call_args.args))

@@ -3,8 +3,6 @@ workers are plain objects (no Ray, no GPU) around tiny HF models in SkyRL's mode
 
 from . import needs_skyrl031  # noqa: F401  (first: skips its importers without skyrl-train 0.3.1)
 
-import os
-from pathlib import Path
 from unittest.mock import MagicMock, patch
 
 import torch
@@ -69,31 +67,6 @@ def classes_handed_to_skyrl(trainer) -> dict:
     with patch.object(RayPPOTrainer, "build_models") as build:
         trainer.build_models(PolicyWorker, CriticWorker, RefWorker)
     return dict(zip(("policy", "critic", "ref"), build.call_args.args))
-
-
-def actor_class_location(actor_class) -> tuple[str, str]:
-    """(module, qualified name) of the class a Ray worker process imports to create the actor."""
-    cls = actor_class.__ray_metadata__.modified_class.__ray_actor_class__
-    return cls.__module__, cls.__qualname__
-
-
-def write_fake_flash_attn(folder) -> str:
-    """A tiny installed-looking `flash_attn` package in folder (returned, for PYTHONPATH), so that
-    fresh processes take the path of a GPU machine, where flash-attn is installed, and not the
-    CPU stand-in of adapters/flash_attn_standin. Its functions are never called on CPU."""
-    package = Path(folder) / "flash_attn"
-    package.mkdir(parents=True, exist_ok=True)
-    (package / "__init__.py").write_text('__version__ = "2.7.4"\n')
-    (package / "bert_padding.py").write_text(
-        "def pad_input(*args, **kwargs):\n    raise NotImplementedError('fake flash_attn')\n\n\n"
-        "def unpad_input(*args, **kwargs):\n    raise NotImplementedError('fake flash_attn')\n"
-    )
-    return str(folder)
-
-
-def with_pythonpath(first: str) -> dict:
-    """os.environ with `first` in front of PYTHONPATH."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (first, os.environ.get("PYTHONPATH")) if p)}
 
 
 def wrap(model):
@@ -182,6 +155,6 @@ def run_without_ray(fn, *args, **kwargs):
 
 __all__ = [
     "CPUStrategy", "DummyDataset", "MODES", "MagicMock", "StandInGroup", "StudentForward", "TrainingInputBatch",
-    "WORKER_KWARGS", "actor_class_location", "classes_handed_to_skyrl", "gold_cfg", "open_dict", "plain_ref_worker",
-    "plain_trainer", "run_without_ray", "stand_in_generator", "with_pythonpath", "wrap", "write_fake_flash_attn",
+    "WORKER_KWARGS", "classes_handed_to_skyrl", "gold_cfg", "open_dict", "plain_ref_worker",
+    "plain_trainer", "run_without_ray", "stand_in_generator", "wrap",
 ]

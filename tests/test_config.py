@@ -1,14 +1,8 @@
-"""The hydra config: composition, overrides, start-up validation, launch scripts."""
+"""The hydra config (skyrl-train 0.3.1): composition, overrides, start-up validation."""
 
 from . import needs_skyrl031  # noqa: F401  (first: skips this module without skyrl-train 0.3.1)
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-import yaml
 from hydra.errors import ConfigCompositionException
 
 from gold_distillation.config import validate_run_config
@@ -16,8 +10,6 @@ from gold_distillation.gold_setup import load_tokenizer
 
 from .skyrl_standins import gold_cfg, plain_trainer
 from .test_trainer import LLAMA, QWEN
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_config_composes_with_gold_overrides():
@@ -92,42 +84,6 @@ def test_loss_mode_rejects_a_policy_worker_that_is_not_gold(tokenizers):
     trainer = plain_trainer(gold_cfg(LLAMA, QWEN, "gold.mode=loss"))
     with pytest.raises(ValueError, match="gold.mode=loss"):
         trainer.build_models(object, None, None)
-
-
-@pytest.mark.parametrize("script,teacher", [("run_gold_distill_qwen_to_llama.sh", "Qwen/Qwen2.5-7B-Instruct"),
-                                            ("run_gold_distill_llama_to_qwen.sh", "meta-llama/Llama-3.1-8B-Instruct")])
-def test_launch_scripts_print_the_resolved_config_without_gpus(script, teacher, tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable, "DATA_DIR": str(tmp_path)}
-    out = subprocess.run(["bash", str(ROOT / script), "gold.mode=loss", "--cfg", "job"], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert f"path: {teacher}" in out.stdout and "mode: loss" in out.stdout
-    assert f"{tmp_path}/dapo-math-17k-cleaned.parquet" in out.stdout and "env_class: aime" in out.stdout
-    # Environment variables override the defaults too.
-    out = subprocess.run(["bash", str(ROOT / script), "--cfg", "job"], env={**env, "TEACHER": "/models/t"}, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
-    assert "path: /models/t" in out.stdout
-
-
-def launch(script, tmp_path, *args, **env):
-    """The resolved config a launch script prints (--cfg job), as a dict; HOME is tmp_path."""
-    out = subprocess.run(["bash", str(ROOT / script), *args, "--cfg", "job"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=120, env={**os.environ, "PYTHON": sys.executable, "HOME": str(tmp_path), **env})
-    assert out.returncode == 0, out.stderr
-    return yaml.safe_load(out.stdout)
-
-
-def test_launch_scripts_give_each_run_its_own_checkpoint_and_export_folders(tmp_path):
-    runs = [launch(script, tmp_path)["trainer"] for script in ("run_gold_distill_qwen_to_llama.sh", "run_gold_distill_llama_to_qwen.sh")]
-    for run in runs:
-        assert run["resume_mode"] == "latest"
-        assert run["ckpt_path"] == f"{tmp_path}/ckpts/{run['run_name']}"
-        assert run["export_path"] == f"{tmp_path}/exports/{run['run_name']}"
-    # The second run cannot resume the first one's checkpoint.
-    assert runs[0]["ckpt_path"] != runs[1]["ckpt_path"] and runs[0]["export_path"] != runs[1]["export_path"]
-    # Overridable: by run name, by environment variable, by hydra override.
-    run = launch("run_gold_distill_qwen_to_llama.sh", tmp_path, "trainer.export_path=/data/out", RUN_NAME="trial", CKPT_DIR="/data/ck")["trainer"]
-    assert (run["run_name"], run["ckpt_path"], run["export_path"]) == ("trial", "/data/ck", "/data/out")
 
 
 def test_experiment_builds_the_gold_trainer_with_remote_code_off(monkeypatch):

@@ -7,49 +7,23 @@
   seconds, naming the key, before Ray starts.
 """
 
+from . import needs_skyrl031  # noqa: F401  (first: skips this module without skyrl-train 0.3.1)
+
 import os
 import signal
-import subprocess
 import sys
-import time
 
 import pytest
 
-from .skyrl_standins import MODES, actor_class_location, classes_handed_to_skyrl, gold_cfg, plain_trainer, with_pythonpath, write_fake_flash_attn
+from .processes import actor_class_location, fresh_import_commands, run_all, with_pythonpath, write_fake_flash_attn
+from .skyrl_standins import MODES, classes_handed_to_skyrl, gold_cfg, plain_trainer
 from .test_trainer import LLAMA, QWEN
-
-# Each is run in a fresh interpreter; the first statement checks that nothing of ours or SkyRL's
-# was imported before, the last prints which flash_attn was used.
-FRESH_IMPORT = """
-import importlib, sys
-assert not [m for m in sys.modules if m.split(".")[0] in ("skyrl_train", "gold_distillation", "flash_attn")]
-{body}
-print("flash_attn from", sys.modules["flash_attn"].__file__)
-"""
 
 
 @pytest.fixture(scope="module")
 def gpu_like_env(tmp_path_factory):
     """Environment for subprocesses: the fake flash_attn first on PYTHONPATH."""
     return with_pythonpath(write_fake_flash_attn(tmp_path_factory.mktemp("fake_flash_attn")))
-
-
-def run_all(commands: dict, env, timeout=180, cwd=None) -> dict:
-    """Run the commands concurrently (2 cores: each spends its time importing torch and SkyRL);
-    returns {name: (returncode, stdout + stderr, seconds)}. A command still running at the
-    timeout is killed with its whole process group (a Ray it may have started included)."""
-    start = time.monotonic()
-    procs = {name: subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    start_new_session=True) for name, cmd in commands.items()}
-    results = {}
-    for name, proc in procs.items():
-        try:
-            out, _ = proc.communicate(timeout=max(1.0, timeout - (time.monotonic() - start)))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-        results[name] = (proc.returncode, out, time.monotonic() - start)
-    return results
 
 
 def test_entrypoint_and_every_worker_class_import_in_a_fresh_process(tokenizers, gpu_like_env, tmp_path):
@@ -62,12 +36,8 @@ def test_entrypoint_and_every_worker_class_import_in_a_fresh_process(tokenizers,
     # Reward mode too hands over a class whose module applies the skyrl-train 0.3.1 import fix.
     assert {module for module, _ in handed} == {"gold_distillation.adapters.skyrl031.workers"}
 
-    bodies = {
-        "entrypoint": "import gold_distillation.main_gold_distill\nimport skyrl_train.workers.fsdp.fsdp_worker",
-        **{", ".join(users): f"getattr(importlib.import_module({module!r}), {qualname!r})"
-           for (module, qualname), users in handed.items()},
-    }
-    commands = {name: [sys.executable, "-c", FRESH_IMPORT.format(body=body)] for name, body in bodies.items()}
+    entrypoint = "import gold_distillation.main_gold_distill\nimport skyrl_train.workers.fsdp.fsdp_worker"
+    commands = fresh_import_commands(sys.executable, handed, entrypoint)
     results = run_all(commands, gpu_like_env, cwd=tmp_path)
     fake = gpu_like_env["PYTHONPATH"].split(os.pathsep)[0]
     for name, (code, out, _) in results.items():

@@ -10,6 +10,8 @@ worker process (synced from the driver through the named actors `initialize_ray`
 skyrl_train/workers/worker.py (DistributedTorchRayActor.init_worker_process_group).
 """
 
+from . import needs_skyrl031  # noqa: F401  (first: skips this module without skyrl-train 0.3.1)
+
 import os
 import sys
 from unittest.mock import patch
@@ -18,7 +20,8 @@ import pytest
 import ray
 from omegaconf import OmegaConf
 
-from .skyrl_standins import MODES, classes_handed_to_skyrl, gold_cfg, plain_trainer, with_pythonpath, write_fake_flash_attn
+from .processes import with_pythonpath, write_fake_flash_attn
+from .skyrl_standins import MODES, classes_handed_to_skyrl, gold_cfg, plain_trainer
 from .test_trainer import LLAMA, QWEN
 
 

@@ -1,4 +1,4 @@
-"""The GOLD entrypoint on skyrl 0.4.0: `python -m gold_distillation.adapters.skyrl040.main key=value ...`
+"""The GOLD entrypoint on skyrl 0.4.0: `python -m gold_distillation.main_gold_distill key=value ...`
 (SkyRL's `key.path=value` overrides plus `gold.key=value`); `--cfg job` prints the resolved config
 and exits without Ray or GPUs."""
 
@@ -18,8 +18,12 @@ def gold_entrypoint(cfg: GOLDRunConfig):
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    print_config = args[:2] == ["--cfg", "job"]
-    cfg = config_from_cli(args[2:] if print_config else args)
+    # `--cfg job` anywhere among the overrides, as hydra (the 0.3.1 entrypoint) accepts it.
+    at = next((i for i in range(len(args) - 1) if args[i : i + 2] == ["--cfg", "job"]), None)
+    print_config = at is not None
+    if print_config:
+        del args[at : at + 2]
+    cfg = config_from_cli(args)
     if print_config:
         print(resolved_yaml(cfg))
         return
