@@ -58,7 +58,7 @@ class SystemPromptEnv(BaseTextEnv):
 
 class FixedAnswerEngine:
     """Stand-in inference engine client: answers every prompt (token ids or messages) with the
-    same student tokens."""
+    same student tokens (and log-probs, which skyrl 0.4.0's generator passes on per token)."""
 
     def __init__(self, tokenizer, text):
         self.ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -67,7 +67,7 @@ class FixedAnswerEngine:
     async def generate(self, engine_input, model=None):
         n = len(engine_input.get("prompt_token_ids") or engine_input["prompts"])
         return {"responses": [self.text] * n, "response_ids": [list(self.ids) for _ in range(n)],
-                "stop_reasons": ["stop"] * n, "response_logprobs": None}
+                "stop_reasons": ["stop"] * n, "response_logprobs": [[0.0] * len(self.ids) for _ in range(n)]}
 
     async def finish_session(self, session_id):
         """skyrl 0.4.0's agent loop ends each trajectory's engine session (nothing to end here)."""

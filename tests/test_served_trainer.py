@@ -18,7 +18,8 @@ from gold_distillation.config import validate_run_config
 from gold_distillation.served_teacher import ServedTeacherError
 
 from .conftest import tiny_model
-from .skyrl_standins import StandInGroup, actor_class_location, StudentForward, gold_cfg, plain_ref_worker, plain_trainer, run_without_ray, wrap
+from .processes import actor_class_location
+from .skyrl_standins import StandInGroup, StudentForward, gold_cfg, plain_ref_worker, plain_trainer, run_without_ray, wrap
 from .rollouts import PROMPTS, FixedAnswerEngine, SystemPromptEnv, generator_output
 from .test_trainer import LLAMA, QWEN
 from .vllm_standin import StandInVLLM

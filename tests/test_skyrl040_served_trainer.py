@@ -18,6 +18,7 @@ from gold_distillation.gold_setup import load_tokenizer
 from gold_distillation.served_teacher import ServedTeacherError
 
 from .conftest import TOKENIZERS_DIR, tiny_model
+from .processes import actor_class_location
 from .rollouts import PROMPTS, FixedAnswerEngine, SystemPromptEnv, generator_output
 from .skyrl040_standins import dispatch_for, gold_cfg, policy_worker, ref_worker, without_ray
 from .vllm_standin import StandInVLLM
@@ -110,7 +111,7 @@ def test_each_rollout_is_sent_as_it_returns_from_the_generator(tokenizers):
                    "env_extras": [{"tag": i} for i in range(4)], "sampling_params": None}
     uids = ["0", "1", "2", "3"]  # one sample per prompt, as the config says
     with StandInVLLM(t_tok, teacher) as server:
-        cfg = gold_cfg(LLAMA, QWEN, *served(server.url), "generator.sampling_params.logprobs=null", batch_size=4)
+        cfg = gold_cfg(LLAMA, QWEN, *served(server.url), batch_size=4)
         trainer = trainer_for(cfg, student)
         trainer.generator = GOLDGymGenerator(generator_cfg=cfg.generator, skyrl_gym_cfg=cfg.environment.skyrl_gym,
                                              inference_engine_client=FixedAnswerEngine(s_tok, "The answer is 84."),
@@ -145,8 +146,7 @@ def test_no_ref_group_is_built_with_a_served_teacher(tokenizers):
                 patch("skyrl.train.trainer.WorkerDispatch"), patch("skyrl.train.trainer.placement_group"), \
                 patch("skyrl.train.trainer.get_ray_pg_ready_with_timeout"):
             trainer.build_models(PolicyWorker, CriticWorker, RefWorker)
-        actor_classes = [call.args[3] for call in group.call_args_list]
-        return [c.__ray_metadata__.modified_class.__ray_actor_class__.__qualname__ for c in actor_classes], trainer.ref_model
+        return [actor_class_location(call.args[3])[1] for call in group.call_args_list], trainer.ref_model
 
     with StandInVLLM(tokenizers["qwen2.5-instruct"]) as server:
         names, ref_model = groups_built(gold_cfg(LLAMA, QWEN, *served(server.url)))
