@@ -120,6 +120,36 @@ def test_sync_call_works_inside_a_running_event_loop(server, tokenizers):
     assert torch.equal(asyncio.run(inside())["teacher_span_logprobs"], plain["teacher_span_logprobs"])
 
 
+def test_a_round_scores_views_sent_one_by_one_as_the_batch_call_does(server, tokenizers):
+    """A trainer sends each view as its rollout returns, from the generator's event loop, and
+    collects the batch later: the same log-probs as one batch call; a bad answer fails the round."""
+    views, collated = views_for(tokenizers, "llama3.1-instruct", "qwen2.5-instruct")
+    served = client(server, tokenizers["qwen2.5-instruct"])
+    plain = served.token_logprobs(views)
+    scoring = served.begin()
+
+    async def rollouts_return():  # out of order, each from a task of a running loop
+        async def rollout(row):
+            await asyncio.sleep(0.01 * (len(views) - row))
+            scoring.send(row, views[row])
+        await asyncio.gather(*(rollout(row) for row in range(len(views))))
+
+    asyncio.run(rollouts_return())
+    assert all(torch.equal(a, b) for a, b in zip(scoring.token_logprobs(len(views)), plain))
+    assert served.metrics["gold/teacher_requests"] == len(views) and served.metrics["gold/teacher_wait_seconds"] >= 0
+    scoring = served.begin()
+    for row, view in enumerate(views[:-1]):
+        scoring.send(row, view)
+    with pytest.raises(ValueError, match=f"rows \\[{len(views) - 1}\\] .* never sent"):
+        scoring.token_logprobs(len(views))
+    server.faults[:] = ["nan"]
+    scoring = served.begin()
+    for row, view in enumerate(views):
+        scoring.send(row, view)
+    with pytest.raises(ServedTeacherError, match="non-finite"):
+        scoring.token_logprobs(len(views))
+
+
 # ---------------------------------------------------------------------------- faults
 def test_transient_errors_are_retried_and_give_the_clean_answer(server, tokenizers):
     views, collated = views_for(tokenizers, "llama3.1-instruct", "qwen2.5-instruct")

@@ -9,6 +9,10 @@ The step's data flow is the one of the skyrl-train 0.3.1 trainer (main_gold_dist
   apply_reward_kl_penalty    reward mode: per-token rewards from span log-ratios
   train_critic_and_policy    reward mode: SkyRL's policy worker (no_op advantages, importance_sampling);
                              loss mode: the GOLD policy worker's forward_backward
+With a served teacher (gold.teacher_backend=served, gold_steps.served_teacher_step) there is no ref
+group: each rollout's teacher view is sent to the server as it returns from generate (the rest in
+convert_to_training_input), and fwd_logprobs_values_reward reads the answers after the student's pass
+and runs the reward step itself (SkyRL calls apply_reward_kl_penalty only with use_kl_in_reward).
 """
 
 from unittest.mock import patch
@@ -25,7 +29,7 @@ from ...config import needs_teacher_distributions
 from ...gold_forward import STUDENT_INPUT_KEYS, TEACHER_INPUT_KEYS, uld_between_payloads
 from ...gold_metrics import payload_metrics
 from ...gold_setup import load_tokenizer
-from ...gold_steps import add_teacher_view, apply_gold_rewards, lift_gold_metrics, no_op_advantage
+from ...gold_steps import add_teacher_view, apply_gold_rewards, lift_gold_metrics, served_teacher_step, no_op_advantage
 from ..prompt_capture import ConversationCapture, require_prompt_capture
 from .workers import stack_outputs
 
@@ -56,6 +60,11 @@ class GOLDDistillationTrainer(RayPPOTrainer):
         self.same_vocabulary = same_vocabulary(token_bytes(self.tokenizer), token_bytes(teacher_tokenizer))
         self.rollout_prompts = self.rollout_conversations = None
         require_prompt_capture(self.generator, self.same_vocabulary)
+        self.one_assistant_message = not self.cfg.generator.use_conversation_multi_turn
+        # gold.teacher_backend=served: the client's start-up check runs here, before any rollout.
+        self.served_teacher = served_teacher_step(
+            self.gold, self.tokenizer, teacher_tokenizer, self.same_vocabulary, self.one_assistant_message
+        )
 
     def build_models(self, PolicyWorker, CriticWorker, RefWorker):
         from skyrl.backends.skyrl_train.workers.fsdp.fsdp_worker import PolicyWorker as StockPolicyWorker
@@ -77,7 +86,11 @@ class GOLDDistillationTrainer(RayPPOTrainer):
         super().build_models(PolicyWorker, None, GOLDRefWorker)
 
     async def generate(self, input_batch):
-        output = await super().generate(input_batch)
+        if self.served_teacher is None:
+            output = await super().generate(input_batch)
+        else:
+            with self.served_teacher.generating(self.generator):  # rollouts are scored as they return
+                output = await super().generate(input_batch)
         # SkyRL passes only token ids past generation; the teacher needs the messages.
         self.rollout_prompts = output.get("gold_prompt_messages")
         self.rollout_conversations = output.get("gold_response_messages")
@@ -85,18 +98,28 @@ class GOLDDistillationTrainer(RayPPOTrainer):
 
     def convert_to_training_input(self, generator_output, uids) -> TrainingInputBatch:
         batch = super().convert_to_training_input(generator_output, uids)
+        responses, loss_masks, views = generator_output["response_ids"], generator_output["loss_masks"], None
+        if self.served_teacher is not None:  # the rollouts not scored yet are sent now
+            views = self.served_teacher.batch_views(
+                responses, loss_masks, self.rollout_prompts, self.rollout_conversations, generator_output["prompt_token_ids"]
+            )
         self.all_metrics.update(
             add_teacher_view(
-                batch, generator_output["response_ids"], self.rollout_prompts, self.tokenizer,
-                self.teacher_tokenizer, self.gold, self.same_vocabulary,
-                loss_masks=generator_output["loss_masks"], conversations=self.rollout_conversations,
-                one_assistant_message=not self.cfg.generator.use_conversation_multi_turn,
+                batch, responses, self.rollout_prompts, self.tokenizer, self.teacher_tokenizer, self.gold,
+                self.same_vocabulary, loss_masks=loss_masks, conversations=self.rollout_conversations,
+                one_assistant_message=self.one_assistant_message, views=views,
             )
         )
         return batch
 
     @torch.no_grad()
     def fwd_logprobs_values_reward(self, training_input: TrainingInputBatch) -> TrainingInputBatch:
+        if self.served_teacher is not None:
+            # No ref group (use_kl_in_reward=false): SkyRL's pass is the student's only and SkyRL does
+            # not call the reward step, so it runs here once the teacher's answers are in.
+            training_input = super().fwd_logprobs_values_reward(training_input)
+            self.all_metrics.update(self.served_teacher.add_payload(training_input))
+            return self.apply_reward_kl_penalty(training_input)
         # SkyRL's pass computes the student's log-probs (and critic values); the teacher pass,
         # on the teacher's own sequences, is GOLD's, so the ref group sits SkyRL's pass out.
         teacher_group, self.ref_model = self.ref_model, None
@@ -131,6 +154,8 @@ class GOLDDistillationTrainer(RayPPOTrainer):
     def train_critic_and_policy(self, data: TrainingInputBatch):
         status = super().train_critic_and_policy(data)
         lift_gold_metrics(self.all_metrics)
+        if self.served_teacher is not None:
+            self.all_metrics.update(self.served_teacher.step_share())
         return status
 
 
