@@ -6,6 +6,7 @@ twin, with generation through SkyRL's gym generator, is tests/test_served_traine
 from . import needs_skyrl040  # noqa: F401  (first: skips this module without skyrl 0.4.0)
 
 import asyncio
+import copy
 import socket
 from unittest.mock import AsyncMock, MagicMock, patch
 
@@ -133,6 +134,52 @@ def test_each_rollout_is_sent_as_it_returns_from_the_generator(tokenizers):
         expected = ref.apply_reward_kl_penalty(ref.fwd_logprobs_values_reward(ref.convert_to_training_input(output, uids)))
     torch.testing.assert_close(batch["rewards"], expected["rewards"], atol=1e-5, rtol=0)
     assert torch.equal(batch["teacher_sequences"], expected["teacher_sequences"])
+
+
+@pytest.mark.parametrize("multi_turn", [True, False], ids=["conversation", "one_message"])
+@pytest.mark.parametrize("pair", list(PAIRS))
+def test_multi_turn_rollouts_through_the_served_teacher_equal_the_ref_worker_path(tokenizers, pair, multi_turn):
+    """Multi-turn rollouts of the scripted environment through SkyRL 0.4.0's gym generator (tool and
+    user observations, a turn cut by the length limit): each is sent as it returns, in the view the
+    ref-worker path builds (the teacher's template of the recorded conversation), and the rewards equal
+    that path's on the same rollouts; observation tokens get none."""
+    from .multiturn_rollouts import generator_input, gold_generator
+
+    student_name, teacher_name = PAIRS[pair]
+    s_tok, t_tok = tokenizers[student_name], tokenizers[teacher_name]
+    student, teacher = models(tokenizers, student_name, teacher_name)
+    with StandInVLLM(t_tok, teacher) as server:
+        cfg, generator = gold_generator(PATHS[student_name], PATHS[teacher_name], s_tok, multi_turn, *served(server.url))
+        validate_run_config(cfg)
+        trainer = trainer_for(cfg, student)
+        trainer.generator = generator
+        step = trainer.served_teacher
+        with without_ray():
+            output = asyncio.run(trainer.generate(generator_input(["primes", "sum"])))
+            assert sorted(step.round.futures) == [0, 1]
+            sent = dict(step.round.futures)
+            output, uids = trainer.postprocess_generator_output(output, ["0", "1"])
+            batch = trainer.convert_to_training_input(output, uids)
+            assert step.round.futures == sent  # the views sent during generation are the batch's
+            batch = trainer.fwd_logprobs_values_reward(batch)
+        assert server.completions == 1 + 2
+    assert output["stop_reasons"] == ["length", "stop"] and trainer.all_metrics["gold/turns_per_rollout"] == 2.5
+    ref_cfg, _ = gold_generator(PATHS[student_name], PATHS[teacher_name], s_tok, multi_turn, "gold.max_teacher_length=4095")
+    ref = trainer_for(ref_cfg, student, teacher)
+    ref.generator.generate = AsyncMock(return_value={**copy.deepcopy(output), "rollout_metrics": None})
+    with without_ray():
+        asyncio.run(ref.generate(generator_input(["primes", "sum"])))
+        expected = ref.convert_to_training_input(copy.deepcopy(output), uids)
+        expected = ref.apply_reward_kl_penalty(ref.fwd_logprobs_values_reward(expected))
+    if student_name != teacher_name:
+        for i, view in enumerate(step.round.views[row] for row in range(2)):
+            row = expected["teacher_sequences"][i][expected["teacher_attention_mask"][i].bool()].tolist()
+            assert view.prompt_ids + view.response_ids == row
+    torch.testing.assert_close(batch["rewards"], expected["rewards"], atol=1e-5, rtol=0)
+    assert torch.equal(batch["teacher_group_mask"], expected["teacher_group_mask"])
+    responses = batch["response_mask"] > 0  # 0.4.0 right-aligns responses
+    assert torch.all(batch["rewards"][batch["loss_mask"] == 0] == 0) and (batch["rewards"][responses & (batch["loss_mask"] == 1)] != 0).all()
+    assert trainer.all_metrics["gold/span_log_ratio"] == pytest.approx(ref.all_metrics["gold/span_log_ratio"], abs=1e-5)
 
 
 def test_no_ref_group_is_built_with_a_served_teacher(tokenizers):
