@@ -1,7 +1,8 @@
 """GOLD's part of a SkyRL training step, the same for every SkyRL version (imports no SkyRL).
 
-The per-version adapters (adapters/skyrl031, adapters/skyrl040) call these from their trainer hooks
-and worker methods; only how a batch reaches a worker and how results come back differs.
+The trainer hooks both adapters share (adapters/trainer_common.py) and the per-version workers
+(adapters/skyrl031, adapters/skyrl040) call these; only how a batch reaches a worker and how results
+come back differs.
 
 - add_teacher_view: teacher view and alignment of a batch (GOLD.md steps 2-3), in convert_to_training_input.
 - served_teacher_step: with gold.teacher_backend=served, the step's part that scores teacher views on
