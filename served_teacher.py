@@ -254,6 +254,7 @@ class ScoringRound:
         self.futures: dict[int, concurrent.futures.Future] = {}
         self.views: dict[int, object] = {}
         self.first_sent = self.last_answer = None
+        self.requests = 0  # sent in this round (a row sent again counts again)
         self._session = self._limit = None
         teacher._retried = 0
         self._loop = asyncio.new_event_loop()
@@ -270,6 +271,7 @@ class ScoringRound:
         if self.first_sent is None:
             self.first_sent = time.perf_counter()
         self.views[row] = view
+        self.requests += bool(view.response_ids)
         self.futures[row] = asyncio.run_coroutine_threadsafe(self._score(view), self._loop)
 
     async def _score(self, view) -> torch.Tensor:
@@ -284,7 +286,7 @@ class ScoringRound:
 
     def token_logprobs(self, n: int) -> list[torch.Tensor]:
         """The log-probs of rows 0..n-1, each float32 [len(response_ids)], once all are answered;
-        sets teacher.metrics (gold/teacher_requests, gold/teacher_retries, gold/teacher_seconds: first
+        sets teacher.metrics (gold/teacher_requests: requests sent in the round, gold/teacher_retries, gold/teacher_seconds: first
         request to last answer, gold/teacher_wait_seconds: how long this call waited)."""
         missing = sorted(set(range(n)) - set(self.futures))
         start = time.perf_counter()
@@ -299,11 +301,10 @@ class ScoringRound:
             result = [future.result() for future in futures]
         finally:
             self.close()
-        requests = sum(bool(self.views[row].response_ids) for row in range(n))
         self.teacher.metrics = {
-            "gold/teacher_requests": float(requests),
+            "gold/teacher_requests": float(self.requests),
             "gold/teacher_retries": float(self.teacher._retried),
-            "gold/teacher_seconds": (self.last_answer - self.first_sent) if requests else 0.0,
+            "gold/teacher_seconds": (self.last_answer - self.first_sent) if self.requests else 0.0,
             "gold/teacher_wait_seconds": time.perf_counter() - start,
         }
         return result

@@ -175,6 +175,7 @@ def test_a_step_resends_a_rollout_the_generator_changed_after_reporting_it(serve
     plain = client(server, t_tok).token_logprobs(expected)
     got = step.round.token_logprobs(len(responses))
     assert all(torch.equal(a, b) for a, b in zip(got, plain))
+    assert step.teacher.metrics["gold/teacher_requests"] == len(responses) + 1  # row 1 twice
 
 
 # ---------------------------------------------------------------------------- faults
