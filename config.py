@@ -203,8 +203,13 @@ def validate_run_config(cfg, renamed: dict[str, str] | None = None) -> None:
 
     need("trainer.ref.model.path", value("trainer.ref.model.path"),
          "set it to the teacher model (folder or hub id), e.g. trainer.ref.model.path=Qwen/Qwen2.5-7B-Instruct")
-    need("trainer.algorithm.use_kl_in_reward", value("trainer.algorithm.use_kl_in_reward"),
-         "set it to true: it creates SkyRL's ref group, which runs the GOLD teacher, and calls the GOLD reward step")
+    if gold.teacher_backend == "served":
+        need("trainer.algorithm.use_kl_in_reward", not value("trainer.algorithm.use_kl_in_reward"),
+             "set it to false with gold.teacher_backend=served: it creates SkyRL's ref group, which would load the "
+             "teacher onto the training GPUs (with a served teacher the GOLD trainer runs its reward step itself)")
+    else:
+        need("trainer.algorithm.use_kl_in_reward", value("trainer.algorithm.use_kl_in_reward"),
+             "set it to true: it creates SkyRL's ref group, which runs the GOLD teacher, and calls the GOLD reward step")
     need("trainer.algorithm.use_kl_loss", not value("trainer.algorithm.use_kl_loss"),
          "set it to false: the teacher signal replaces the KL loss")
     need("trainer.algorithm.dynamic_sampling.type", value("trainer.algorithm.dynamic_sampling.type") is None,
@@ -243,5 +248,3 @@ def validate_run_config(cfg, renamed: dict[str, str] | None = None) -> None:
     # skyrl 0.4.0 only.
     need("generator.vision_language_generator", not value("generator.vision_language_generator"),
          "set it to false: GOLD's teacher reads text conversations")
-    need("gold.teacher_backend", (gold.teacher_backend or "ref_worker") == "ref_worker",
-         "set it to ref_worker: the trainer does not run a served teacher yet (served_teacher.py is its client)")

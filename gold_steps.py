@@ -1,9 +1,12 @@
 """GOLD's part of a SkyRL training step, the same for every SkyRL version (imports no SkyRL).
 
-The per-version adapters (adapters/skyrl031, adapters/skyrl040) call these from their trainer hooks
-and worker methods; only how a batch reaches a worker and how results come back differs.
+The trainer hooks both adapters share (adapters/trainer_common.py) and the per-version workers
+(adapters/skyrl031, adapters/skyrl040) call these; only how a batch reaches a worker and how results
+come back differs.
 
 - add_teacher_view: teacher view and alignment of a batch (GOLD.md steps 2-3), in convert_to_training_input.
+- served_teacher_step: with gold.teacher_backend=served, the step's part that scores teacher views on
+  the server (served_teacher.ServedTeacherStep), built with the trainer.
 - teacher_forward: the teacher's payload of a micro-batch, in the GOLD ref worker.
 - student_loss / student_statistics: the GOLD loss and the student's group distributions of a
   micro-batch, in the GOLD policy worker.
@@ -17,6 +20,7 @@ temperature=..., return_output=True) -> (action log-probs, output with logits)).
 
 from __future__ import annotations
 
+import functools
 import time
 
 import torch
@@ -26,6 +30,7 @@ from .gold_forward import PAYLOAD_KEYS, TEACHER_INPUT_KEYS, HybridTables, studen
 from .gold_metrics import alignment_metrics, respelled_metric, response_end_metrics, span_ratio_metric, turn_metrics
 from .losses import span_logprobs, span_rewards
 from .multiturn_view import build_rollout_views
+from .served_teacher import ServedTeacher, ServedTeacherStep
 from .teacher_view import collate_views
 
 
@@ -36,7 +41,7 @@ def compute_device() -> torch.device:
 def add_teacher_view(
     batch, responses: list[list[int]], prompts, student_tokenizer, teacher_tokenizer, gold, same_vocab: bool,
     loss_masks: list[list[int]] | None = None, conversations: list[list[dict]] | None = None,
-    one_assistant_message: bool = False,
+    one_assistant_message: bool = False, views=None,
 ) -> dict[str, float]:
     """Teacher view and alignment (GOLD.md steps 2-3): adds teacher_sequences [B, T_t],
     teacher_attention_mask [B, T_t], teacher_group_ids [B, R_t], student_group_ids [B, R_s]
@@ -46,7 +51,9 @@ def add_teacher_view(
     Multi-turn rollouts (multiturn_view.build_rollout_views): loss_masks are the generator's, per
     response; conversations, per response, the messages the generator appended after env.init's
     (GOLDGymGenerator's gold_response_messages); one_assistant_message: SkyRL's
-    generator.use_conversation_multi_turn=false. Only loss-mask-1 tokens get a group."""
+    generator.use_conversation_multi_turn=false. Only loss-mask-1 tokens get a group. views: the
+    responses' teacher views where already built (teacher_views of the same arguments; the served
+    teacher's step builds them as rollouts return)."""
     n, width = len(responses), batch["response_mask"].shape[1]
     start = time.perf_counter()
     truncated, view_metrics = 0.0, {}
@@ -63,19 +70,11 @@ def add_teacher_view(
         }
         num_groups = width
     else:
-        if prompts is None or len(prompts) != n:
-            raise ValueError(
-                f"GOLD needs the prompt messages of each of the {n} responses, got "
-                f"{None if prompts is None else len(prompts)}. Fix: generate through the trainer's "
-                "generate() with GOLDGymGenerator and keep trainer.algorithm.dynamic_sampling.type=null"
+        if views is None:
+            views = teacher_views(
+                responses, loss_masks, prompts, conversations, student_tokenizer, teacher_tokenizer, gold,
+                one_assistant_message,
             )
-        eos_ids = gold.student_eos_token_ids
-        views = build_rollout_views(
-            responses, loss_masks, list(prompts), conversations, student_tokenizer, teacher_tokenizer,
-            one_assistant_message=one_assistant_message, fold_system_message=gold.fold_system_message,
-            student_eos_ids=frozenset(eos_ids) if eos_ids else None,
-            max_teacher_length=gold.max_teacher_length, teacher_end_token=gold.teacher_end_token,
-        )
         collated = collate_views(views, teacher_tokenizer.pad_token_id, student_response_length=width)
         tensors = {
             "teacher_sequences": collated.sequences,
@@ -98,6 +97,49 @@ def add_teacher_view(
     metrics["gold/truncated_share"] = truncated
     metrics["gold/alignment_seconds"] = time.perf_counter() - start
     return metrics
+
+
+def teacher_views(
+    responses: list[list[int]], loss_masks: list[list[int]], prompts, conversations: list[list[dict]] | None,
+    student_tokenizer, teacher_tokenizer, gold, one_assistant_message: bool = False,
+) -> list:
+    """The teacher views of SkyRL rollouts with the gold.* view settings (multiturn_view.build_rollout_views:
+    single- and multi-turn). prompts: per response, the messages env.init returned; loss_masks,
+    conversations, one_assistant_message: as add_teacher_view takes them."""
+    if prompts is None or len(prompts) != len(responses):
+        raise ValueError(
+            f"GOLD needs the prompt messages of each of the {len(responses)} responses, got "
+            f"{None if prompts is None else len(prompts)}. Fix: generate through the trainer's "
+            "generate() with GOLDGymGenerator and keep trainer.algorithm.dynamic_sampling.type=null"
+        )
+    eos_ids = gold.student_eos_token_ids
+    return build_rollout_views(
+        responses, loss_masks, list(prompts), conversations, student_tokenizer, teacher_tokenizer,
+        one_assistant_message=one_assistant_message, fold_system_message=gold.fold_system_message,
+        student_eos_ids=frozenset(eos_ids) if eos_ids else None,
+        max_teacher_length=gold.max_teacher_length, teacher_end_token=gold.teacher_end_token,
+    )
+
+
+def served_teacher_step(
+    gold, student_tokenizer, teacher_tokenizer, same_vocab: bool, one_assistant_message: bool = False
+) -> ServedTeacherStep | None:
+    """With gold.teacher_backend=served, the step's served-teacher part, after the client's start-up
+    check against the server (so a bad server fails when the trainer is built); else None. Its views
+    are teacher_views' (those add_teacher_view builds for the ref worker); one_assistant_message: SkyRL's
+    generator.use_conversation_multi_turn=false."""
+    if gold.teacher_backend != "served":
+        return None
+    teacher = ServedTeacher.from_config(gold, teacher_tokenizer)
+    if same_vocab:  # the teacher reads the student's own ids
+        return ServedTeacherStep(teacher, None)
+    return ServedTeacherStep(
+        teacher,
+        functools.partial(
+            teacher_views, student_tokenizer=student_tokenizer, teacher_tokenizer=teacher_tokenizer, gold=gold,
+            one_assistant_message=one_assistant_message,
+        ),
+    )
 
 
 def at_response_positions(groups: torch.Tensor, lengths: list[int], response_mask: torch.Tensor) -> torch.Tensor:

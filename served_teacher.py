@@ -7,14 +7,18 @@ ids to the server's `/v1/completions` with max_tokens=1 and prompt_logprobs=0; t
 token id (a string in JSON) of {logprob, rank, decoded_token}. The log-probs of the response tokens
 become span log-probs through losses.span_logprobs, as on the ref-worker path. Every answer is checked
 (count, the sent token's key, finite values); a bad answer is an error naming the gold.* setting,
-never a reward. No SkyRL import: the trainers of every SkyRL version call this.
+never a reward. Requests go out in rounds (ScoringRound), one per training batch, on an event loop
+of their own: a trainer sends each view as soon as it is known and collects the batch when its
+reward step needs it. No SkyRL import: the trainers of every SkyRL version call this.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
+import threading
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -95,8 +99,12 @@ class ServedTeacher:
 
     def token_logprobs(self, views: Sequence) -> list[torch.Tensor]:
         """log P_T of each teacher response token: views with .prompt_ids and .response_ids ->
-        one float32 [len(response_ids)] tensor per view (empty responses are not sent)."""
-        return _run(self.token_logprobs_async(views))
+        one float32 [len(response_ids)] tensor per view (empty responses are not sent). All
+        requests in flight together, at most `concurrency` at a time."""
+        scoring = self.begin()
+        for i, view in enumerate(views):
+            scoring.send(i, view)
+        return scoring.token_logprobs(len(views))
 
     def span_logprobs_for(self, views: Sequence, teacher_group_ids: torch.Tensor, num_groups: int) -> dict[str, torch.Tensor]:
         """The reward-mode teacher payload the GOLD ref worker returns, from the server.
@@ -104,61 +112,15 @@ class ServedTeacher:
         views: B teacher views; teacher_group_ids: [B, R_t] (-1 padding), as collate_views lays
         them out. Returns {"teacher_span_logprobs": [B, G] float32, "teacher_group_mask": [B, G] bool}.
         """
-        return _run(self.span_logprobs_async(views, teacher_group_ids, num_groups))
+        check_layout(views, teacher_group_ids)
+        return span_payload(self.token_logprobs(views), teacher_group_ids, num_groups)
 
-    async def span_logprobs_async(self, views: Sequence, teacher_group_ids: torch.Tensor, num_groups: int) -> dict[str, torch.Tensor]:
-        """span_logprobs_for inside a running event loop (trainers whose step is async)."""
-        b, width = teacher_group_ids.shape
-        if b != len(views) or any(len(v.response_ids) > width for v in views):
-            raise ValueError(
-                f"teacher_group_ids is [{b}, {width}] but there are {len(views)} views with up to "
-                f"{max((len(v.response_ids) for v in views), default=0)} response tokens; pass the group ids "
-                "collate_views made from these views."
-            )
-        per_view = await self.token_logprobs_async(views)
-        token_lp = torch.zeros(b, width, dtype=torch.float32)
-        for i, lp in enumerate(per_view):
-            token_lp[i, : len(lp)] = lp
-        return {
-            "teacher_span_logprobs": span_logprobs(token_lp, teacher_group_ids, num_groups),
-            "teacher_group_mask": group_sizes(teacher_group_ids, num_groups) > 0,
-        }
-
-    async def token_logprobs_async(self, views: Sequence) -> list[torch.Tensor]:
-        """token_logprobs inside a running event loop; all requests in flight together, at most
-        `concurrency` at a time."""
-        start, self._retried = time.perf_counter(), 0
-        for i, v in enumerate(views):
-            if v.response_ids and not v.prompt_ids:
-                raise ValueError(
-                    f"teacher view {i} has no prompt token, so its first response token has no log-prob "
-                    "(the server returns null at position 0); give the teacher a prompt."
-                )
-        limit = asyncio.Semaphore(self.concurrency)
-        async with self._session() as session:
-            model = self.model_name or (await self._served_model(session))["id"]
-
-            async def one(view) -> torch.Tensor:
-                if not view.response_ids:
-                    return torch.zeros(0)
-                async with limit:
-                    return await self._score(session, model, list(view.prompt_ids), list(view.response_ids))
-
-            tasks = [asyncio.ensure_future(one(v)) for v in views]
-            try:
-                result = await asyncio.gather(*tasks)
-            except BaseException:
-                # One bad answer fails the batch: stop the others instead of leaving them running.
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise
-        self.metrics = {
-            "gold/teacher_requests": float(sum(bool(v.response_ids) for v in views)),
-            "gold/teacher_retries": float(self._retried),
-            "gold/teacher_seconds": time.perf_counter() - start,
-        }
-        return list(result)
+    def begin(self) -> "ScoringRound":
+        """A round of requests for one batch, sent view by view as each becomes known (a trainer:
+        as each rollout returns, while the others still generate); see ScoringRound."""
+        if self.model_name is None:
+            self.check()
+        return ScoringRound(self)
 
     # ------------------------------------------------------------------ requests
     def _session(self) -> aiohttp.ClientSession:
@@ -275,6 +237,247 @@ class ServedTeacher:
                     f"as {decoded!r}: they are different tokenizers and every reward would be wrong. Fix: serve the "
                     "teacher whose tokenizer trainer.ref.model.path names, or point trainer.ref.model.path at it"
                 )
+
+
+class ScoringRound:
+    """The requests of one batch, in flight on an event loop in a thread of their own.
+
+    send(row, view) puts a view's request on its way at once and returns (callable from any thread
+    or event loop: the generator calls it as each rollout returns, so scoring overlaps generation);
+    at most teacher.concurrency requests run at a time. token_logprobs(n) waits for rows 0..n-1 and
+    ends the round; a bad answer fails the whole round (the other requests are cancelled) with no
+    log-prob returned. One round at a time per ServedTeacher (its retry count is the round's).
+    """
+
+    def __init__(self, teacher: ServedTeacher):
+        self.teacher = teacher
+        self.futures: dict[int, concurrent.futures.Future] = {}
+        self.views: dict[int, object] = {}
+        self.first_sent = self.last_answer = None
+        self.requests = 0  # sent in this round (a row sent again counts again)
+        self._session = self._limit = None
+        teacher._retried = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="served-teacher", daemon=True)
+        self._thread.start()
+
+    def send(self, row: int, view) -> None:
+        """Send the request of the batch's row `row` (a view with .prompt_ids and .response_ids)."""
+        if view.response_ids and not view.prompt_ids:
+            raise ValueError(
+                f"teacher view {row} has no prompt token, so its first response token has no log-prob "
+                "(the server returns null at position 0); give the teacher a prompt."
+            )
+        if self.first_sent is None:
+            self.first_sent = time.perf_counter()
+        self.views[row] = view
+        self.requests += bool(view.response_ids)
+        self.futures[row] = asyncio.run_coroutine_threadsafe(self._score(view), self._loop)
+
+    async def _score(self, view) -> torch.Tensor:
+        if not view.response_ids:
+            return torch.zeros(0)
+        if self._session is None:  # created on the round's own loop, which runs one task at a time
+            self._session, self._limit = self.teacher._session(), asyncio.Semaphore(self.teacher.concurrency)
+        async with self._limit:
+            logprobs = await self.teacher._score(self._session, self.teacher.model_name, list(view.prompt_ids), list(view.response_ids))
+        self.last_answer = time.perf_counter()
+        return logprobs
+
+    def token_logprobs(self, n: int) -> list[torch.Tensor]:
+        """The log-probs of rows 0..n-1, each float32 [len(response_ids)], once all are answered;
+        sets teacher.metrics (gold/teacher_requests: requests sent in the round, gold/teacher_retries, gold/teacher_seconds: first
+        request to last answer, gold/teacher_wait_seconds: how long this call waited)."""
+        missing = sorted(set(range(n)) - set(self.futures))
+        start = time.perf_counter()
+        try:
+            if missing:
+                raise ValueError(f"rows {missing[:8]} of the batch's {n} were never sent to the served teacher")
+            futures = [self.futures[row] for row in range(n)]
+            done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+            for future in futures:  # the first failure in row order, without waiting for the rest
+                if future in done and future.exception() is not None:
+                    raise future.exception()
+            result = [future.result() for future in futures]
+        finally:
+            self.close()
+        self.teacher.metrics = {
+            "gold/teacher_requests": float(self.requests),
+            "gold/teacher_retries": float(self.teacher._retried),
+            "gold/teacher_seconds": (self.last_answer - self.first_sent) if self.requests else 0.0,
+            "gold/teacher_wait_seconds": time.perf_counter() - start,
+        }
+        return result
+
+    def close(self) -> None:
+        """End the round (idempotent): cancel what still runs, close the session, stop the thread."""
+        if self._loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    async def _close(self) -> None:
+        # After a failure (or rows past n) requests may still run: stop them, then the session.
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+
+@dataclass
+class TokenView:
+    """A teacher view with one vocabulary: the teacher reads the student's own prompt and response ids."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+
+
+class ServedTeacherStep:
+    """The served teacher's part of a training step (gold.teacher_backend=served), the same for the
+    trainers of every SkyRL version. In the order a step calls it:
+
+      generating(generator)        around the step's generation (begin() and the generator's hook)
+      rollout_done(row, ...)       from the generator as each rollout returns: its view is sent at once,
+                                   so scoring overlaps the generation of the other rollouts
+      batch_views(...)             once the batch is generated: rows not sent yet, or whose rollout the
+                                   generator changed after reporting it, are sent now; returns the
+                                   batch's teacher views (None with one vocabulary)
+      add_payload(batch)           in the reward step: waits for the answers, adds the ref worker's
+                                   payload keys to the batch; returns the gold/teacher_* metrics
+      step_share()                 at the end of the step: the share of the step spent waiting
+
+    build_views(responses, loss_masks, prompts, conversations) -> teacher views: the trainer's own view
+    builder (gold_steps.teacher_views, the views of the ref-worker path); None with one vocabulary
+    (TokenView of the student's ids).
+    """
+
+    def __init__(self, teacher: ServedTeacher, build_views):
+        self.teacher, self.build_views = teacher, build_views
+        self.round: ScoringRound | None = None
+        self.sent: dict[int, tuple] = {}
+        self.rows = 0
+        self.started = time.perf_counter()
+
+    def begin(self) -> None:
+        if self.round is not None:  # a step that failed before its reward step leaves its round open
+            self.round.close()
+        self.round, self.sent, self.rows, self.started = self.teacher.begin(), {}, 0, time.perf_counter()
+
+    @contextlib.contextmanager
+    def generating(self, generator):
+        """Around the trainer's generation: a new round, and the generator's `rollout_done` hook
+        (GOLD's gym generators have one) pointed at rollout_done while it runs."""
+        self.begin()
+        reporting = hasattr(generator, "rollout_done")
+        if reporting:
+            generator.rollout_done = self.rollout_done
+        try:
+            yield
+        finally:
+            if reporting:
+                generator.rollout_done = None
+
+    def rollout_done(self, row: int, prompt, conversation, prompt_ids: list[int], response_ids: list[int], loss_mask: list[int]) -> None:
+        """Send row `row`'s view now. prompt: the messages env.init returned; conversation: the
+        messages the generator appended after them; prompt_ids, response_ids, loss_mask: the rollout's
+        token ids and loss mask as the agent loop returned them (the student's prompt ids are what
+        the teacher reads with one vocabulary)."""
+        self._send([row], [(prompt, conversation, list(prompt_ids), list(response_ids), list(loss_mask))])
+
+    def batch_views(self, responses: list[list[int]], loss_masks: list[list[int]], prompts, conversations, prompt_ids: list[list[int]]) -> list | None:
+        """The teacher views of the batch's rows 0..n-1 (the generator's output, as add_teacher_view
+        reads it). A row the generator did not report, or reported with other inputs than the batch
+        holds (e.g. a loss mask SkyRL's generate rewrote after the agent loop), is sent now: every
+        row is scored from exactly the inputs the ref-worker path would read."""
+        n = len(responses)
+        inputs = [
+            (prompts[row] if prompts is not None and row < len(prompts) else None,
+             conversations[row] if conversations is not None else None,
+             list(prompt_ids[row]), list(responses[row]), list(loss_masks[row]))
+            for row in range(n)
+        ]
+        rest = [row for row in range(n) if self.sent.get(row) != self._key(inputs[row])]
+        self._send(rest, [inputs[row] for row in rest])
+        self.rows = n
+        return None if self.build_views is None else [self.round.views[row] for row in range(n)]
+
+    def _key(self, inputs: tuple) -> tuple:
+        """What a row's view is built from: with one vocabulary the token ids only."""
+        _, _, prompt_ids, response_ids, _ = inputs
+        return (prompt_ids, response_ids) if self.build_views is None else inputs
+
+    def _send(self, rows: list[int], inputs: list[tuple]) -> None:
+        if not rows:
+            return
+        if self.build_views is None:
+            views = [TokenView(prompt_ids, response_ids) for _, _, prompt_ids, response_ids, _ in inputs]
+        else:
+            prompts, conversations, _, responses, loss_masks = (list(part) for part in zip(*inputs))
+            # A missing prompt is build_views' error to report; rollouts without a recorded conversation
+            # (batched generation) are single-turn.
+            views = self.build_views(
+                responses, loss_masks, None if None in prompts else prompts,
+                None if None in conversations else conversations,
+            )
+        for row, view, row_inputs in zip(rows, views, inputs):
+            self.sent[row] = self._key(row_inputs)
+            self.round.send(row, view)
+
+    def add_payload(self, batch) -> dict[str, float]:
+        """Add teacher_span_logprobs [B, G] and teacher_group_mask [B, G] to `batch` (SkyRL's
+        TrainingInputBatch after add_teacher_view), as the GOLD ref worker's pass does; rows past the
+        generated ones (SkyRL's padding for data parallelism) get no group."""
+        n = self.rows
+        per_view = self.round.token_logprobs(n)
+        groups = batch["teacher_group_ids"][:n]
+        if self.build_views is None:
+            # One vocabulary: the group ids are the response tokens' columns, which need not start at
+            # column 0 (skyrl 0.4.0 right-aligns responses); span_payload reads them in token order.
+            present = batch["response_mask"][:n] > 0
+            packed = torch.full_like(groups, -1)
+            packed[torch.arange(groups.shape[1]) < present.sum(-1, keepdim=True)] = groups[present]
+            groups = packed
+        payload = span_payload(per_view, groups, batch.metadata["gold_num_groups"])
+        pad = batch.batch_size - n
+        for key, value in payload.items():
+            batch[key] = torch.cat([value, torch.zeros_like(value[:1]).expand(pad, -1)])
+        return dict(self.teacher.metrics)
+
+    def step_share(self) -> dict[str, float]:
+        """gold/teacher_step_share: the reward step's wait for the teacher over the step so far."""
+        elapsed = time.perf_counter() - self.started
+        return {"gold/teacher_step_share": self.teacher.metrics.get("gold/teacher_wait_seconds", 0.0) / elapsed}
+
+
+def check_layout(views: Sequence, teacher_group_ids: torch.Tensor) -> None:
+    """teacher_group_ids [B, R_t] must have a row per view and room for each view's response."""
+    b, width = teacher_group_ids.shape
+    if b != len(views) or any(len(v.response_ids) > width for v in views):
+        raise ValueError(
+            f"teacher_group_ids is [{b}, {width}] but there are {len(views)} views with up to "
+            f"{max((len(v.response_ids) for v in views), default=0)} response tokens; pass the group ids "
+            "collate_views made from these views."
+        )
+
+
+def span_payload(per_view: Sequence[torch.Tensor], teacher_group_ids: torch.Tensor, num_groups: int) -> dict[str, torch.Tensor]:
+    """The ref worker's reward-mode payload from each view's token log-probs.
+
+    per_view: B tensors, row i's [len_i] log-probs of its first len_i teacher response tokens;
+    teacher_group_ids: [B, R_t], row i's group ids of those tokens in its first len_i columns.
+    Returns {"teacher_span_logprobs": [B, G] float32, "teacher_group_mask": [B, G] bool}.
+    """
+    token_lp = torch.zeros(teacher_group_ids.shape, dtype=torch.float32)
+    for i, lp in enumerate(per_view):
+        token_lp[i, : len(lp)] = lp
+    return {
+        "teacher_span_logprobs": span_logprobs(token_lp, teacher_group_ids, num_groups),
+        "teacher_group_mask": group_sizes(teacher_group_ids, num_groups) > 0,
+    }
 
 
 def response_logprobs(answer: dict, ids: list[int], num_prompt: int, url: str) -> torch.Tensor:

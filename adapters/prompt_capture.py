@@ -32,7 +32,12 @@ class ConversationCapture:
     trajectory and in output order, the messages its environment's init returned
     (`gold_prompt_messages`) and the messages the generator appended to the chat history after them
     (`gold_response_messages`: each assistant turn as SkyRL recorded it, and the observations with
-    their roles; empty with generator.batched=true, which is single-turn)."""
+    their roles; empty with generator.batched=true, which is single-turn). While `rollout_done` is set
+    (the trainer's generate with a served teacher), each trajectory's agent loop calls
+    rollout_done(row, init messages, response messages, prompt ids, response ids, loss mask) as soon
+    as it returns, so that its teacher request goes out while others still generate."""
+
+    rollout_done = None
 
     async def generate(self, input_batch, disable_tqdm: bool = False):
         self.trajectories = []
@@ -45,11 +50,17 @@ class ConversationCapture:
         # generate() calls this once per trajectory, in output order, before awaiting any of them.
         trajectory = _Trajectory()
         self.trajectories.append(trajectory)
-        return self._recording_agent_loop(trajectory, *args, **kwargs)
+        return self._recording_agent_loop(len(self.trajectories) - 1, trajectory, *args, **kwargs)
 
-    async def _recording_agent_loop(self, trajectory, *args, **kwargs):
+    async def _recording_agent_loop(self, row, trajectory, *args, **kwargs):
         _TRAJECTORY.set(trajectory)  # local to this trajectory's task
-        return await super().agent_loop(*args, **kwargs)
+        output = await super().agent_loop(*args, **kwargs)
+        if self.rollout_done is not None:
+            self.rollout_done(
+                row, trajectory.init_messages, trajectory.response_messages, output.prompt_ids,
+                output.response_ids, output.loss_mask,
+            )
+        return output
 
     async def _run_in_executor_if_available(self, func, *args, **kwargs):
         result = await super()._run_in_executor_if_available(func, *args, **kwargs)

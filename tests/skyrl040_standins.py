@@ -72,7 +72,9 @@ class OneRankGroup:
 
 
 def dispatch_for(cfg, policy_worker, ref_worker):
-    return WorkerDispatch(cfg, policy_actor_group=OneRankGroup(policy_worker), ref_actor_group=OneRankGroup(ref_worker))
+    """SkyRL's dispatch over one-rank groups; ref_worker None: no ref group (a served teacher)."""
+    ref_group = OneRankGroup(ref_worker) if ref_worker is not None else None
+    return WorkerDispatch(cfg, policy_actor_group=OneRankGroup(policy_worker), ref_actor_group=ref_group)
 
 
 class CPUStrategy:

@@ -103,3 +103,19 @@ def test_the_launch_scripts_rename_map_is_the_0_4_0_adapters():
     text = (ROOT / "scripts" / "launch_gold.sh").read_text()
     block = re.search(r"declare -A RENAMED_040=\((.*?)\n\)", text, re.S).group(1)
     assert dict(re.findall(r"\[([\w.]+)\]=([\w.]+)", block)) == RENAMED_KEYS
+
+
+def test_the_readme_served_teacher_overrides_resolve_on_the_installed_skyrl(tmp_path):
+    """The README's command that points a run at a served teacher: its overrides are keys of the
+    installed SkyRL's config (either version) and arrive as written."""
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"\nbash run_gold_distill_qwen_to_llama\.sh \\\n(.*?)\n```", readme, re.S).group(1)
+    overrides = [word for word in command.replace("\\\n", " ").split() if "=" in word]
+    assert "gold.teacher_backend=served" in overrides and "trainer.algorithm.use_kl_in_reward=false" in overrides
+    cfg = launch("run_gold_distill_qwen_to_llama.sh", tmp_path, *overrides)
+    for override in overrides:
+        key, value = override.split("=", 1)
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        assert str(node).lower() == value.lower(), key

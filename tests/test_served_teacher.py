@@ -120,6 +120,64 @@ def test_sync_call_works_inside_a_running_event_loop(server, tokenizers):
     assert torch.equal(asyncio.run(inside())["teacher_span_logprobs"], plain["teacher_span_logprobs"])
 
 
+def test_a_round_scores_views_sent_one_by_one_as_the_batch_call_does(server, tokenizers):
+    """A trainer sends each view as its rollout returns, from the generator's event loop, and
+    collects the batch later: the same log-probs as one batch call; a bad answer fails the round."""
+    views, collated = views_for(tokenizers, "llama3.1-instruct", "qwen2.5-instruct")
+    served = client(server, tokenizers["qwen2.5-instruct"])
+    plain = served.token_logprobs(views)
+    scoring = served.begin()
+
+    async def rollouts_return():  # out of order, each from a task of a running loop
+        async def rollout(row):
+            await asyncio.sleep(0.01 * (len(views) - row))
+            scoring.send(row, views[row])
+        await asyncio.gather(*(rollout(row) for row in range(len(views))))
+
+    asyncio.run(rollouts_return())
+    assert all(torch.equal(a, b) for a, b in zip(scoring.token_logprobs(len(views)), plain))
+    assert served.metrics["gold/teacher_requests"] == len(views) and served.metrics["gold/teacher_wait_seconds"] >= 0
+    scoring = served.begin()
+    for row, view in enumerate(views[:-1]):
+        scoring.send(row, view)
+    with pytest.raises(ValueError, match=f"rows \\[{len(views) - 1}\\] .* never sent"):
+        scoring.token_logprobs(len(views))
+    server.faults[:] = ["nan"]
+    scoring = served.begin()
+    for row, view in enumerate(views):
+        scoring.send(row, view)
+    with pytest.raises(ServedTeacherError, match="non-finite"):
+        scoring.token_logprobs(len(views))
+
+
+def test_a_step_resends_a_rollout_the_generator_changed_after_reporting_it(server, tokenizers):
+    """ServedTeacherStep: rows reported as their rollouts return are not sent again when the batch
+    holds the same inputs; a row whose inputs changed after the report (SkyRL's generate may rewrite a
+    rollout after its agent loop) is sent again, and rows never reported are sent with the batch. The
+    log-probs are those of the batch's own views (gold_steps.teacher_views, the ref-worker path's)."""
+    from gold_distillation.gold_steps import served_teacher_step, teacher_views
+
+    s_tok, t_tok = tokenizers["llama3.1-instruct"], tokenizers["qwen2.5-instruct"]
+    gold = dataclasses.replace(GOLDConfig(), teacher_backend="served", teacher_url=server.url, max_teacher_length=2048)
+    step = served_teacher_step(gold, s_tok, t_tok, same_vocab=False)
+    out = generator_output(s_tok)
+    responses, prompt_ids = out["response_ids"], out["prompt_token_ids"]
+    masks = [[1] * len(r) for r in responses]
+    step.begin()
+    step.rollout_done(0, PROMPTS[0], [], prompt_ids[0], responses[0], masks[0])
+    step.rollout_done(1, PROMPTS[1], [], prompt_ids[1], responses[1][:-3], masks[1][:-3])  # cut later
+    reported = dict(step.round.futures)
+    views = step.batch_views(responses, masks, PROMPTS, [[] for _ in responses], prompt_ids)
+    assert step.round.futures[0] is reported[0] and step.round.futures[1] is not reported[1]
+    assert sorted(step.round.futures) == list(range(len(responses)))
+    expected = teacher_views(responses, masks, PROMPTS, None, s_tok, t_tok, gold)
+    assert [v.prompt_ids + v.response_ids for v in views] == [v.prompt_ids + v.response_ids for v in expected]
+    plain = client(server, t_tok).token_logprobs(expected)
+    got = step.round.token_logprobs(len(responses))
+    assert all(torch.equal(a, b) for a, b in zip(got, plain))
+    assert step.teacher.metrics["gold/teacher_requests"] == len(responses) + 1  # row 1 twice
+
+
 # ---------------------------------------------------------------------------- faults
 def test_transient_errors_are_retried_and_give_the_clean_answer(server, tokenizers):
     views, collated = views_for(tokenizers, "llama3.1-instruct", "qwen2.5-instruct")

@@ -8,47 +8,15 @@ from types import SimpleNamespace
 from unittest.mock import MagicMock
 
 import pytest
-from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput
 
 from gold_distillation.adapters.skyrl040.trainer import GOLDGymGenerator
 from gold_distillation.teacher_view import render_prompt
 
 from .conftest import TOKENIZERS_DIR
-from .rollouts import PROMPTS
+from .rollouts import PROMPTS, FixedAnswerEngine, SystemPromptEnv
 from .skyrl040_standins import gold_cfg, plain_trainer
 
 LLAMA, QWEN = str(TOKENIZERS_DIR / "llama3.1-instruct"), str(TOKENIZERS_DIR / "qwen2.5-instruct")
-
-
-class SystemPromptEnv(BaseTextEnv):
-    """An environment whose init adds a system message naming the trajectory (its extras' tag)."""
-
-    def __init__(self, env_config=None, extras=None):
-        super().__init__()
-        self.tag = extras["tag"]
-
-    def init(self, prompt):
-        return [{"role": "system", "content": f"You are agent {self.tag}. Answer briefly."}, *prompt], {}
-
-    def step(self, action):
-        return BaseTextEnvStepOutput(observations=[], reward=0.0, done=True, metadata={})
-
-
-class FixedAnswerEngine:
-    """Stand-in inference engine client: answers every prompt with the same student tokens (and
-    log-probs, which 0.4.0's generator passes on per token)."""
-
-    def __init__(self, tokenizer, text):
-        self.ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        self.text = text
-
-    async def generate(self, engine_input, model=None):
-        n = len(engine_input.get("prompt_token_ids") or engine_input["prompts"])
-        return {"responses": [self.text] * n, "response_ids": [list(self.ids) for _ in range(n)],
-                "stop_reasons": ["stop"] * n, "response_logprobs": [[0.0] * len(self.ids) for _ in range(n)]}
-
-    async def finish_session(self, session_id):
-        pass
 
 
 @pytest.mark.parametrize("batched", [False, True])

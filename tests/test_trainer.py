@@ -11,12 +11,11 @@ from unittest.mock import AsyncMock
 import numpy as np
 import pytest
 import torch
-from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput
 
 from gold_distillation.teacher_view import build_teacher_view
 
 from .conftest import TOKENIZERS_DIR, tiny_model
-from .rollouts import PROMPTS, direct_token_logprobs, generator_output
+from .rollouts import PROMPTS, FixedAnswerEngine, SystemPromptEnv, direct_token_logprobs, generator_output
 from .skyrl_standins import StandInGroup, StudentForward, gold_cfg, open_dict, plain_ref_worker, plain_trainer, run_without_ray, wrap
 
 LLAMA, QWEN = str(TOKENIZERS_DIR / "llama3.1-instruct"), str(TOKENIZERS_DIR / "qwen2.5-instruct")
@@ -142,35 +141,6 @@ def test_uld_reward_term_subtracts_coef_times_exact_uld_per_group(tokenizers):
     exact = sorted_l1(s.merged.exp(), t.merged.exp()).reshape(-1, g)
     expected = place_group_values(-0.5 * exact, batch["student_group_ids"]) * batch["loss_mask"]
     torch.testing.assert_close(rewards[0.5] - rewards[0.0], expected, atol=1e-4, rtol=1e-4)
-
-
-class SystemPromptEnv(BaseTextEnv):
-    """An environment whose init adds a system message naming its trajectory (as environments may
-    rewrite or extend the dataset prompt); one turn, reward 0."""
-
-    def __init__(self, env_config=None, extras=None):
-        super().__init__()
-        self.tag = extras["tag"]
-
-    def init(self, prompt):
-        return [{"role": "system", "content": f"You are agent {self.tag}. Answer briefly."}, *prompt], {}
-
-    def step(self, action):
-        return BaseTextEnvStepOutput(observations=[], reward=0.0, done=True, metadata={})
-
-
-class FixedAnswerEngine:
-    """Stand-in inference engine client: answers every prompt (token ids or messages) with the
-    same student tokens."""
-
-    def __init__(self, tokenizer, text):
-        self.ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        self.text = text
-
-    async def generate(self, engine_input):
-        n = len(engine_input.get("prompt_token_ids") or engine_input["prompts"])
-        return {"responses": [self.text] * n, "response_ids": [list(self.ids) for _ in range(n)],
-                "stop_reasons": ["stop"] * n, "response_logprobs": None}
 
 
 @pytest.mark.parametrize("batched", [False, True])

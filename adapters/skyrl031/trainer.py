@@ -1,36 +1,18 @@
-"""GOLD distillation on skyrl-train 0.3.1: the generator, the trainer and the experiment.
-
-Data flow of one step (GOLD.md section 2), in the order the trainer runs it:
-  generate             SkyRL's gym generator (GOLDGymGenerator); the messages each environment's
-                       init returned, which the student's prompt was rendered from, are kept for the teacher
-  convert_to_training_input
-                       + teacher view and alignment (gold_steps.add_teacher_view)
-  fwd_logprobs_values_reward
-                       SkyRL's student (and critic) pass, then the teacher pass on the GOLD ref worker
-  apply_reward_kl_penalty
-                       reward mode: per-token rewards from span log-ratios (gold_steps.apply_gold_rewards)
-  train_critic_and_policy
-                       reward mode: SkyRL's policy step (no_op advantages, importance_sampling);
-                       loss mode: the GOLD policy worker's loss against the teacher payload
-"""
+"""GOLD distillation on skyrl-train 0.3.1: the generator, the trainer and the experiment. The step's
+data flow, the same on every SkyRL version, is in adapters/trainer_common.py."""
 
 from __future__ import annotations
 
 import ray
-import torch
 from skyrl_train.distributed.dispatch import concatenate_outputs_after_mesh_dispatch
 from skyrl_train.entrypoints.main_base import BasePPOExp
 from skyrl_train.generators.skyrl_gym_generator import SkyRLGymGenerator
 from skyrl_train.trainer import RayPPOTrainer
-from skyrl_train.training_batch import TrainingInputBatch
+from skyrl_train.training_batch import TrainingInputBatch, TrainingOutputBatch
 
-from ...alignment import same_vocabulary, token_bytes
-from ...config import needs_teacher_distributions
-from ...gold_forward import STUDENT_INPUT_KEYS, TEACHER_INPUT_KEYS, uld_between_payloads
-from ...gold_metrics import payload_metrics
 from ...gold_setup import load_tokenizer
-from ...gold_steps import add_teacher_view, apply_gold_rewards, lift_gold_metrics
-from ..prompt_capture import ConversationCapture, require_prompt_capture
+from ..prompt_capture import ConversationCapture
+from ..trainer_common import GOLDTrainerMixin
 from .policy_losses import register_skyrl_functions
 
 register_skyrl_functions()
@@ -42,78 +24,22 @@ class GOLDGymGenerator(ConversationCapture, SkyRLGymGenerator):
     `gold_response_messages`, see prompt_capture.ConversationCapture)."""
 
 
-class GOLDDistillationTrainer(RayPPOTrainer):
-    """RayPPOTrainer whose teacher reads the student's rollouts in its own tokenization."""
+class GOLDDistillationTrainer(GOLDTrainerMixin, RayPPOTrainer):
+    """RayPPOTrainer whose teacher reads the student's rollouts in its own tokenization
+    (adapters/trainer_common.GOLDTrainerMixin); worker groups run through Ray as SkyRL 0.3.1's own passes do."""
 
-    def __init__(self, *args, teacher_tokenizer, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.gold = self.cfg.gold
-        self.teacher_tokenizer = teacher_tokenizer
-        self.same_vocabulary = same_vocabulary(token_bytes(self.tokenizer), token_bytes(teacher_tokenizer))
-        self.rollout_prompts = self.rollout_conversations = None
-        require_prompt_capture(self.generator, self.same_vocabulary)
-
-    def build_models(self, PolicyWorker, CriticWorker, RefWorker):
-        from skyrl_train.workers.fsdp.fsdp_worker import PolicyWorker as StockPolicyWorker
+    def gold_worker_classes(self):
+        # A Ray worker process loads its actor class's module by name with nothing imported before:
+        # SkyRL's fsdp_worker module fails to import there (0.3.1), the GOLD worker module fixes it first.
+        from skyrl_train.workers.fsdp.fsdp_worker import PolicyWorker
 
         from .workers import GOLDPolicyWorker, GOLDRefWorker
 
-        # A Ray worker process loads its actor class's module by name with nothing imported before:
-        # SkyRL's fsdp_worker module fails to import there (0.3.1), the GOLD worker module fixes it first.
-        if PolicyWorker is StockPolicyWorker:
-            PolicyWorker = GOLDPolicyWorker
-        elif needs_teacher_distributions(self.gold) and PolicyWorker is not GOLDPolicyWorker:
-            raise ValueError(
-                f"gold.mode={self.gold.mode} with gold.uld_reward_coef={self.gold.uld_reward_coef}: the policy "
-                "worker must be the GOLD policy worker (gold_policy_worker.GOLDPolicyWorker), which computes "
-                "the GOLD loss and the student's group statistics. Fix: pass it to build_models, or use "
-                "gold.mode=reward with gold.uld_reward_coef=0."
-            )
-        # No critic: validate_run_config rejects trainer.critic.model.path.
-        super().build_models(PolicyWorker, None, GOLDRefWorker)
+        return PolicyWorker, GOLDPolicyWorker, GOLDRefWorker
 
-    async def generate(self, input_batch):
-        output = await super().generate(input_batch)
-        # skyrl-train 0.3.1 passes only token ids past generation; the teacher needs the messages.
-        self.rollout_prompts = output.get("gold_prompt_messages")
-        self.rollout_conversations = output.get("gold_response_messages")
-        return output
-
-    def convert_to_training_input(self, generator_output, uids) -> TrainingInputBatch:
-        batch = super().convert_to_training_input(generator_output, uids)
-        self.all_metrics.update(
-            add_teacher_view(
-                batch, generator_output["response_ids"], self.rollout_prompts, self.tokenizer,
-                self.teacher_tokenizer, self.gold, self.same_vocabulary,
-                loss_masks=generator_output["loss_masks"], conversations=self.rollout_conversations,
-                one_assistant_message=not self.cfg.generator.use_conversation_multi_turn,
-            )
-        )
-        return batch
-
-    @torch.no_grad()
-    def fwd_logprobs_values_reward(self, training_input: TrainingInputBatch) -> TrainingInputBatch:
-        # SkyRL's pass computes the student's log-probs (and critic values); the teacher pass,
-        # on the teacher's own sequences, is GOLD's, so the ref group sits SkyRL's pass out.
-        teacher_group, self.ref_model = self.ref_model, None
-        try:
-            training_input = super().fwd_logprobs_values_reward(training_input)
-        finally:
-            self.ref_model = teacher_group
-        colocated = self.colocate_all or self.cfg.trainer.placement.colocate_policy_ref
-        payload = self.run_group(self.ref_model, training_input, TEACHER_INPUT_KEYS, colocated)
-        for key, value in payload.items():
-            training_input[key] = value
-        self.all_metrics.update(payload_metrics(payload, training_input["teacher_group_ids"]))
-        if self.gold.mode == "reward" and self.gold.uld_reward_coef > 0:
-            student = self.run_group(self.policy_model, training_input, STUDENT_INPUT_KEYS, self.colocate_all)
-            distance, _ = uld_between_payloads(student, payload)
-            training_input["gold_uld_distance"] = distance
-        return training_input
-
-    def run_group(self, group, batch: TrainingInputBatch, keys, colocated: bool):
-        """Run a worker group's forward on the given batch keys; returns its concatenated output."""
-        data = batch.select(keys=list(keys), metadata_keys=["response_length", "gold_num_groups"])
+    def forward_group(self, model: str, data: TrainingInputBatch) -> TrainingOutputBatch:
+        group = self.ref_model if model == "ref" else self.policy_model
+        colocated = self.colocate_all or (model == "ref" and self.cfg.trainer.placement.colocate_policy_ref)
         # A forward pass needs the model on the GPU, not the optimizer state (as in SkyRL's own passes).
         if colocated:
             group.backload_to_gpu(backload_optimizer=False, backload_model=True)
@@ -123,18 +49,6 @@ class GOLDDistillationTrainer(RayPPOTrainer):
             group.offload_to_cpu(offload_optimizer=False, offload_model=True)
             ray.get(group.async_run_ray_method("pass_through", "empty_cache"))
         return output
-
-    @torch.no_grad()
-    def apply_reward_kl_penalty(self, data: TrainingInputBatch) -> TrainingInputBatch:
-        """Reward mode: per-token rewards from span log-ratios (GOLD.md section 4). In loss mode
-        the GOLD policy worker trains on the teacher payload and rewards are unused."""
-        self.all_metrics.update(apply_gold_rewards(data, self.gold))
-        return data
-
-    def train_critic_and_policy(self, data: TrainingInputBatch):
-        status = super().train_critic_and_policy(data)
-        lift_gold_metrics(self.all_metrics)
-        return status
 
 
 class GOLDDistillationExp(BasePPOExp):
