@@ -54,12 +54,12 @@ def test_pieces_give_the_same_payload_loss_and_gradient_as_one_piece(tokenizers,
     tables = HybridTables(t2s, torch.zeros(300, dtype=torch.bool).index_fill(0, t2s[t2s >= 0], True), 0.4, 0.6) if hybrid else None
     matched = t2s >= 0 if hybrid else None
     results = []
-    for chunk in (None, 280 * 5):  # one piece; pieces of about 5 rows
+    for chunk in (2**62, 280 * 5):  # one piece; pieces of about 5 rows
         payload = teacher_payload(t_logits, t_ids, batch.teacher_group_ids, g, merge=merge, topk=16,
                                   teacher_matched=matched, chunk_elements=chunk)
         leaf = s_logits.clone().requires_grad_(True)
         loss, metrics = student_gold_loss(leaf, s_ids, batch.student_group_ids, payload, merge=merge, student_topk=16,
-                                          hybrid=tables, chunk_elements=None if chunk is None else 300 * 5)
+                                          hybrid=tables, chunk_elements=2**62 if chunk == 2**62 else 300 * 5)
         loss.backward()
         results.append((payload, loss.detach(), metrics, leaf.grad))
     (p1, l1, m1, g1), (p2, l2, m2, g2) = results
