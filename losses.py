@@ -162,8 +162,9 @@ def _numpy_sortable(x: torch.Tensor) -> bool:
 
 def _descending_keys(x: np.ndarray) -> np.ndarray:
     """int64 keys [M, V] of float32 rows [M, V] whose ascending order is x's stable descending
-    order: the float bits mapped to an order-preserving int32, inverted, above the column index."""
-    bits = x.view(np.int32)
+    order: the float bits mapped to an order-preserving int32, inverted, above the column index.
+    Adding 0 turns -0.0 into 0.0, which torch.sort treats as equal."""
+    bits = (x + np.float32(0.0)).view(np.int32)
     ordered = (bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))).astype(np.int64)
     return (~ordered << 32) | np.arange(x.shape[-1], dtype=np.int64)
 
