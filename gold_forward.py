@@ -190,6 +190,15 @@ def row_chunks(group_ids: torch.Tensor, num_groups: int, max_rows: int) -> list[
     return pieces
 
 
+def _group_rows(groups: torch.Tensor) -> slice | torch.Tensor:
+    """Rows of flat group ids groups (int64 [U], increasing): a slice when they are consecutive (one
+    sample's groups, or samples without padding groups), so reads are views and writes plain
+    copies, not gathers and scatters of [U, V] rows at full k."""
+    n = groups.numel()
+    first, last = (int(v) for v in groups[[0, -1]].tolist()) if n else (0, -1)
+    return slice(first, first + n) if last - first + 1 == n else groups
+
+
 def _chunk_rows(vocab: int, chunk_elements: int | None, device: torch.device) -> int:
     """Rows per piece: chunk_elements logits (None: device_chunk_elements) over the vocabulary."""
     return max((device_chunk_elements(device) if chunk_elements is None else chunk_elements) // vocab, 1)
@@ -301,12 +310,13 @@ def _compressed_groups(
         )
         stats = compress_teacher_groups(merged, span, topk, matched)
         del merged
-        out["span"][piece.groups] = span
-        out["tail_mass"][piece.groups] = stats.tail_mass
-        out["top_probs"][piece.groups] = stats.top_probs
-        out["top_ids"][piece.groups] = stats.top_ids.to(torch.int32)
+        rows = _group_rows(piece.groups)
+        out["span"][rows] = span
+        out["tail_mass"][rows] = stats.tail_mass
+        out["top_probs"][rows] = stats.top_probs
+        out["top_ids"][rows] = stats.top_ids.to(torch.int32)
         if matched is not None:
-            out["unmatched_mass"][piece.groups] = stats.unmatched_mass
+            out["unmatched_mass"][rows] = stats.unmatched_mass
     return out
 
 
@@ -445,10 +455,11 @@ def _select_groups(stats: TeacherGroupStats, groups: torch.Tensor, with_ids: boo
     """The statistics of some groups: groups int64 [U] flat ids -> TeacherGroupStats over U. Ids (as
     stored: int32 from a payload) only with_ids: only the hybrid loss reads them, and at full k
     selecting them copies a [U, V] tensor."""
+    rows = _group_rows(groups)
     return TeacherGroupStats(
-        span_logprob=stats.span_logprob[groups],
-        top_probs=stats.top_probs[groups],
-        top_ids=stats.top_ids[groups] if with_ids else None,
-        tail_mass=stats.tail_mass[groups],
-        unmatched_mass=None if stats.unmatched_mass is None else stats.unmatched_mass[groups],
+        span_logprob=stats.span_logprob[rows],
+        top_probs=stats.top_probs[rows],
+        top_ids=stats.top_ids[rows] if with_ids else None,
+        tail_mass=stats.tail_mass[rows],
+        unmatched_mass=None if stats.unmatched_mass is None else stats.unmatched_mass[rows],
     )

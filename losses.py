@@ -165,8 +165,15 @@ def _descending_keys(x: np.ndarray) -> np.ndarray:
     order: the float bits mapped to an order-preserving int32, inverted, above the column index.
     Adding 0 turns -0.0 into 0.0, which torch.sort treats as equal."""
     bits = (x + np.float32(0.0)).view(np.int32)
-    ordered = (bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))).astype(np.int64)
-    return (~ordered << 32) | np.arange(x.shape[-1], dtype=np.int64)
+    # In place where possible: each fresh [M, V] array costs its page faults.
+    key = bits >> 31
+    key &= np.int32(0x7FFFFFFF)
+    key ^= bits
+    np.invert(key, out=key)
+    keys = key.astype(np.int64)
+    keys <<= 32
+    keys |= np.arange(x.shape[-1], dtype=np.int64)
+    return keys
 
 
 def descending_order(x: torch.Tensor) -> torch.Tensor:
@@ -177,7 +184,8 @@ def descending_order(x: torch.Tensor) -> torch.Tensor:
         return torch.sort(x, dim=-1, descending=True, stable=True).indices
     keys = _descending_keys(x.detach().contiguous().numpy())
     keys.sort(axis=-1)
-    return torch.from_numpy(keys & 0xFFFFFFFF)
+    np.bitwise_and(keys, 0xFFFFFFFF, out=keys)
+    return torch.from_numpy(keys)
 
 
 class _SortDescending(torch.autograd.Function):
@@ -351,7 +359,8 @@ def compress_teacher_groups(
     else:
         top_logm, top_ids = torch.topk(merged_logm, k, dim=-1, sorted=True)
     top_probs = top_logm.exp()
-    total = torch.logsumexp(merged_logm, dim=-1).exp()
+    # k = V: the kept entries are all of them (and the tail is 0), so no logsumexp over [M, V].
+    total = top_probs.sum(-1) if k == vocab else torch.logsumexp(merged_logm, dim=-1).exp()
     unmatched_mass = None
     if teacher_matched is not None:
         # Summed directly (not total - matched) so an empty unmatched set gives exactly 0.
