@@ -120,11 +120,33 @@ def _check_inputs(logits: torch.Tensor, response_ids: torch.Tensor, group_ids: t
         )
 
 
-# Logits per piece of the chunked computations below: with V = 152k, 2^23 / V = 55 rows, so each
-# [rows, V] float32 temporary is 32 MiB however long the batch (the whole-batch version held several
-# [B * R, V] float32 tensors at once). Measured on CPU at 512 x 152k: the hybrid loss's peak above
-# its inputs is 1.3 GB at 2^23 and 2.4 GB at 2^25, same time.
-CHUNK_ELEMENTS = 2**23
+# Logits per piece of the chunked computations below. On CPU, 2^23: with V = 152k that is 55 rows,
+# so each [rows, V] float32 temporary is 32 MiB however long the batch (the whole-batch version held
+# several [B * R, V] float32 tensors at once). Measured on CPU at 512 x 152k: the hybrid loss's peak
+# above its inputs is 1.3 GB at 2^23 and 2.4 GB at 2^25, same time (each piece's work is many
+# passes over [rows, V], so larger pieces gain nothing there).
+CPU_CHUNK_ELEMENTS = 2**23
+# On a GPU, small pieces cost launches and host syncs per piece (pieces of 2^23 made the student
+# loss 20x slower on an H200 at 8 x 4096 x 150k), so a piece takes what free memory allows: this
+# share of the free bytes, at this many bytes of temporaries per logit of a piece (the hybrid loss
+# with its backward, about 52 measured on CPU, rounded up; the ULD loss needs about 26).
+GPU_FREE_MEMORY_SHARE = 0.5
+BYTES_PER_PIECE_LOGIT = 64
+
+
+def chunk_elements_for(device_type: str, free_bytes: int | None = None) -> int:
+    """Logits per piece on a device kind: CPU_CHUNK_ELEMENTS on CPU (or without a free-memory
+    figure); on an accelerator, GPU_FREE_MEMORY_SHARE of free_bytes at BYTES_PER_PIECE_LOGIT bytes
+    per logit, never below the CPU size."""
+    if device_type == "cpu" or free_bytes is None:
+        return CPU_CHUNK_ELEMENTS
+    return max(CPU_CHUNK_ELEMENTS, int(free_bytes * GPU_FREE_MEMORY_SHARE) // BYTES_PER_PIECE_LOGIT)
+
+
+def device_chunk_elements(device: torch.device) -> int:
+    """chunk_elements_for the device the logits are on, reading CUDA's free memory now."""
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+    return chunk_elements_for(device.type, free)
 
 
 @dataclass
@@ -168,8 +190,18 @@ def row_chunks(group_ids: torch.Tensor, num_groups: int, max_rows: int) -> list[
     return pieces
 
 
-def _chunk_rows(vocab: int, chunk_elements: int | None) -> int:
-    return (2**62 if chunk_elements is None else max(chunk_elements // vocab, 1))
+def _group_rows(groups: torch.Tensor) -> slice | torch.Tensor:
+    """Rows of flat group ids groups (int64 [U], increasing): a slice when they are consecutive (one
+    sample's groups, or samples without padding groups), so reads are views and writes plain
+    copies, not gathers and scatters of [U, V] rows at full k."""
+    n = groups.numel()
+    first, last = (int(v) for v in groups[[0, -1]].tolist()) if n else (0, -1)
+    return slice(first, first + n) if last - first + 1 == n else groups
+
+
+def _chunk_rows(vocab: int, chunk_elements: int | None, device: torch.device) -> int:
+    """Rows per piece: chunk_elements logits (None: device_chunk_elements) over the vocabulary."""
+    return max((device_chunk_elements(device) if chunk_elements is None else chunk_elements) // vocab, 1)
 
 
 def _piece_measures(
@@ -179,10 +211,14 @@ def _piece_measures(
     """Span log-probs [U] and merged measures [U, V] of one piece: rows [n, V] logits of its tokens,
     ids [n], token_group [n] dense group ids (-1 none); token_logprobs [n] when given (span)."""
     valid = torch.nonzero(token_group >= 0).squeeze(-1)
-    logprob_rows = torch.log_softmax(rows[valid].float() / temperature, dim=-1)
-    own = gather_token_logprobs(logprob_rows, ids[valid])
-    index = token_group[valid]
-    span_from = own if token_logprobs is None else token_logprobs[valid].float()
+    if valid.numel() < token_group.numel():  # only then a copy of the rows
+        rows, ids, token_group = rows[valid], ids[valid], token_group[valid]
+        token_logprobs = None if token_logprobs is None else token_logprobs[valid]
+    rows = rows.float()
+    logprob_rows = torch.log_softmax(rows if temperature == 1.0 else rows / temperature, dim=-1)
+    own = gather_token_logprobs(logprob_rows, ids)
+    index = token_group
+    span_from = own if token_logprobs is None else token_logprobs.float()
     span = span_from.new_zeros(n_groups).index_add(0, index, span_from)
     return span, merge_groups(logprob_rows, own if token_logprobs is None else span_from, index, n_groups, merge)
 
@@ -209,7 +245,7 @@ def teacher_payload(
     topk: int | None = 64,
     teacher_matched: torch.Tensor | None = None,
     token_logprobs: torch.Tensor | None = None,
-    chunk_elements: int | None = CHUNK_ELEMENTS,
+    chunk_elements: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """The teacher's compact per-group statistics (GOLD.md section 5), never full logits.
 
@@ -218,7 +254,8 @@ def teacher_payload(
     distributions also top-k probs [B, G, k] (descending), top-k ids [B, G, k] (int32), tail mass
     [B, G] and, given teacher_matched (bool [V_t]), the mass on unmatched entries [B, G]; zeros for
     groups without tokens (masked). Computed in pieces of about chunk_elements logits (row_chunks;
-    None: one piece), so memory above the input stays near a few [chunk, V] float32 tensors.
+    None: the size for the logits' device, device_chunk_elements), so memory above the input stays
+    near a few [chunk, V] float32 tensors.
     """
     b = logits.shape[0]
     if not with_distributions:
@@ -244,7 +281,7 @@ def teacher_payload(
 @torch.no_grad()
 def _compressed_groups(
     logits, response_ids, group_ids, num_groups, temperature, merge, topk, matched=None, token_logprobs=None,
-    chunk_elements: int | None = CHUNK_ELEMENTS,
+    chunk_elements: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """compress_teacher_groups over a batch, piece by piece (row_chunks), without gradient.
     Returns flat [B * G, ...] tensors: span, top_probs, top_ids (int32), tail_mass (+ unmatched_mass);
@@ -256,25 +293,30 @@ def _compressed_groups(
     k = vocab if topk is None else min(topk, vocab)
     total = b * num_groups
     # Written piece by piece into the final tensors: at full k they are [B * G, V] each, so no
-    # second copy (a concatenation of the pieces) is ever made.
-    out = {"span": logits.new_zeros(total, dtype=torch.float32), "tail_mass": logits.new_zeros(total, dtype=torch.float32),
-           "top_probs": logits.new_zeros(total, k, dtype=torch.float32),
-           "top_ids": torch.zeros(total, k, dtype=torch.int32, device=logits.device)}
+    # second copy (a concatenation of the pieces) is ever made; left uninitialized (zeroing
+    # [B * G, V] costs as much as a merge) except the rows of groups without tokens, zeroed below.
+    out = {"span": logits.new_empty(total, dtype=torch.float32), "tail_mass": logits.new_empty(total, dtype=torch.float32),
+           "top_probs": logits.new_empty(total, k, dtype=torch.float32),
+           "top_ids": torch.empty(total, k, dtype=torch.int32, device=logits.device)}
     if matched is not None:
-        out["unmatched_mass"] = logits.new_zeros(total, dtype=torch.float32)
-    for piece in row_chunks(group_ids, num_groups, _chunk_rows(vocab, chunk_elements)):
+        out["unmatched_mass"] = logits.new_empty(total, dtype=torch.float32)
+    empty = torch.nonzero(group_sizes(group_ids, num_groups).reshape(-1) == 0).squeeze(-1)
+    for value in out.values():
+        value[empty] = 0
+    for piece in row_chunks(group_ids, num_groups, _chunk_rows(vocab, chunk_elements, logits.device)):
         span, merged = _piece_measures(
             flat[piece.rows], ids[piece.rows], piece.token_group, piece.groups.numel(), temperature, merge,
             None if given is None else given[piece.rows],
         )
         stats = compress_teacher_groups(merged, span, topk, matched)
         del merged
-        out["span"][piece.groups] = span
-        out["tail_mass"][piece.groups] = stats.tail_mass
-        out["top_probs"][piece.groups] = stats.top_probs
-        out["top_ids"][piece.groups] = stats.top_ids.to(torch.int32)
+        rows = _group_rows(piece.groups)
+        out["span"][rows] = span
+        out["tail_mass"][rows] = stats.tail_mass
+        out["top_probs"][rows] = stats.top_probs
+        out["top_ids"][rows] = stats.top_ids.to(torch.int32)
         if matched is not None:
-            out["unmatched_mass"][piece.groups] = stats.unmatched_mass
+            out["unmatched_mass"][rows] = stats.unmatched_mass
     return out
 
 
@@ -310,7 +352,7 @@ def uld_between_payloads(student: dict[str, torch.Tensor], teacher: dict[str, to
 
 def stats_from_payload(payload: dict[str, torch.Tensor]) -> TeacherGroupStats:
     """Flatten a [B, G, ...] teacher payload into TeacherGroupStats over M = B * G groups. Ids keep
-    the payload's int32 (at full k they are [M, V]; _select_groups widens one piece at a time)."""
+    the payload's int32 (at full k they are [M, V]; never widened to int64)."""
     unmatched = payload.get("teacher_unmatched_mass")
     return TeacherGroupStats(
         span_logprob=payload["teacher_span_logprobs"].reshape(-1),
@@ -343,7 +385,7 @@ def student_gold_loss(
     beta: float = 0.5,
     reduction: str = "token_mean",
     max_len: int | None = None,
-    chunk_elements: int | None = CHUNK_ELEMENTS,
+    chunk_elements: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """GOLD loss of the student against the teacher payload, with gradient through `logits`.
 
@@ -351,8 +393,8 @@ def student_gold_loss(
     payload: teacher_payload output for the same groups (G = payload's second dim).
     Returns (scalar loss, metrics): ULD, or hybrid when `hybrid` is given, per group, reduced over
     groups present on both sides. Computed in pieces of about chunk_elements logits (row_chunks;
-    None: one piece), each recomputed in backward, so memory above the logits and their gradient
-    stays near a few [chunk, V] float32 tensors.
+    None: the size for the logits' device, device_chunk_elements), each recomputed in backward, so
+    memory above the logits and their gradient stays near a few [chunk, V] float32 tensors.
     """
     payload_batch, num_groups = payload["teacher_span_logprobs"].shape
     if payload_batch != logits.shape[0]:
@@ -372,7 +414,7 @@ def student_gold_loss(
 
     def piece_loss(rows, ids, token_group, groups):
         _, merged = _piece_measures(rows, ids, token_group, groups.numel(), temperature, merge)
-        t = _select_groups(teacher, groups)
+        t = _select_groups(teacher, groups, with_ids=hybrid is not None)
         if hybrid is None:
             distance, bound = uld_loss(merged, t, student_topk)
             return {"loss": distance, "bound": bound, "gold/uld_distance": distance}
@@ -386,7 +428,7 @@ def student_gold_loss(
         return out
 
     flat, ids = logits.reshape(b * r, vocab), response_ids.reshape(-1)
-    pieces = row_chunks(group_ids, num_groups, _chunk_rows(vocab, chunk_elements))
+    pieces = row_chunks(group_ids, num_groups, _chunk_rows(vocab, chunk_elements, logits.device))
     # Several pieces with gradient: each is recomputed in backward (checkpoint), so only one piece's
     # [rows, V] temporaries are alive at a time.
     recompute = len(pieces) > 1 and torch.is_grad_enabled() and logits.requires_grad
@@ -409,12 +451,15 @@ def student_gold_loss(
     return loss, metrics
 
 
-def _select_groups(stats: TeacherGroupStats, groups: torch.Tensor) -> TeacherGroupStats:
-    """The statistics of some groups: groups int64 [U] flat ids -> TeacherGroupStats over U (ids int64)."""
+def _select_groups(stats: TeacherGroupStats, groups: torch.Tensor, with_ids: bool) -> TeacherGroupStats:
+    """The statistics of some groups: groups int64 [U] flat ids -> TeacherGroupStats over U. Ids (as
+    stored: int32 from a payload) only with_ids: only the hybrid loss reads them, and at full k
+    selecting them copies a [U, V] tensor."""
+    rows = _group_rows(groups)
     return TeacherGroupStats(
-        span_logprob=stats.span_logprob[groups],
-        top_probs=stats.top_probs[groups],
-        top_ids=stats.top_ids[groups].long(),
-        tail_mass=stats.tail_mass[groups],
-        unmatched_mass=None if stats.unmatched_mass is None else stats.unmatched_mass[groups],
+        span_logprob=stats.span_logprob[rows],
+        top_probs=stats.top_probs[rows],
+        top_ids=stats.top_ids[rows] if with_ids else None,
+        tail_mass=stats.tail_mass[rows],
+        unmatched_mass=None if stats.unmatched_mass is None else stats.unmatched_mass[rows],
     )

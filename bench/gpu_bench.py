@@ -228,8 +228,10 @@ def main() -> int:
     b, r = args.batch, args.tokens
     size = {"batch": b, "tokens_per_sequence": r, "groups_per_sequence": x["num_groups"],
             "student_vocab": vocab_s, "teacher_vocab": vocab_t}
+    from gold_distillation.gold_forward import device_chunk_elements
+
     emit({"case": "setup", **size, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-          "torch": torch.__version__,
+          "torch": torch.__version__, "chunk_elements": device_chunk_elements(torch.device(args.device)),
           "dtype": args.dtype, "input_logits_gib": {
               side: round(x[f"{side}_logits"].numel() * x[f"{side}_logits"].element_size() / 2**30, 3)
               for side in ("student", "teacher")}})

@@ -116,27 +116,45 @@ def bench_alignment(pair: str, sizes: list[int], budget_s: float) -> None:
                   "groups_ours": ref["groups"]})
 
 
-def bench_alignment_batch(pair: str, rollouts: int, tokens: int, workers: list[int]) -> None:
+def bench_alignment_batch(pair: str, rollouts: int, tokens: int, workers: list[int], rounds: int = 3) -> None:
     """Throughput of build_teacher_views (the trainer's batch call) at several thread counts, on
     `rollouts` different cuts of the corpus of `tokens` student tokens each; the views must be
-    identical to the one-thread run."""
+    identical to the one-thread run. The thread counts alternate for `rounds` rounds and each keeps
+    its fastest round, so a burst of load from other jobs does not land on one side only."""
     student_tok, teacher_tok = (load_tokenizer(n) for n in PAIRS[pair])
     all_ids = student_tok(corpus_text(12 * (tokens + rollouts)), add_special_tokens=False)["input_ids"]
     responses = [all_ids[i : i + tokens] for i in range(rollouts)]
     prompts = [PROMPT] * rollouts
     build_teacher_views(responses[:2], prompts[:2], student_tok, teacher_tok)  # warm the per-tokenizer caches
-    reference, base = None, None
+    best = {n: float("inf") for n in workers}
+    ceilings = {n: [] for n in workers if n > 1}
+    reference, same = None, {}
+    for _ in range(rounds):
+        for n in workers:
+            t0 = time.perf_counter()
+            views = build_teacher_views(responses, prompts, student_tok, teacher_tok, workers=n)
+            best[n] = min(best[n], time.perf_counter() - t0)
+            key = [(v.response_ids, v.student_groups.tolist(), v.teacher_groups.tolist()) for v in views]
+            reference = reference or key
+            same[n] = same.get(n, True) and key == reference
+            if n > 1:
+                ceilings[n].append(thread_ceiling(n))
+    base = best[workers[0]]
     for n in workers:
-        t0 = time.perf_counter()
-        views = build_teacher_views(responses, prompts, student_tok, teacher_tok, workers=n)
-        seconds = time.perf_counter() - t0
-        key = [(v.response_ids, v.student_groups.tolist(), v.teacher_groups.tolist()) for v in views]
-        reference = reference or key
-        base = base or seconds
         emit({"bench": "alignment_batch", "pair": pair, "workers": n, "rollouts": rollouts, "tokens": tokens,
-              "seconds": seconds, "tokens_per_s": rollouts * tokens / seconds, "speedup_vs_1": base / seconds,
-              "same_as_1_worker": key == reference, "cpus": len(os.sched_getaffinity(0)),
-              "machine_ceiling": thread_ceiling(n)})
+              "seconds": best[n], "rounds": rounds, "tokens_per_s": rollouts * tokens / best[n],
+              "speedup_vs_1": base / best[n], "same_as_1_worker": same[n], "cpus": len(os.sched_getaffinity(0)),
+              "machine_ceiling": max(ceilings[n]) if n > 1 else 1.0,
+              "driver_metric": "gold/alignment_seconds" if _driver_metric_logged() else None})
+
+
+def _driver_metric_logged() -> bool:
+    """Whether the trainer's alignment step (gold_steps, which calls build_teacher_views through
+    multiturn_view.build_rollout_views) logs its driver-side time per step."""
+    import inspect
+
+    from gold_distillation import gold_steps
+    return '"gold/alignment_seconds"' in inspect.getsource(gold_steps)
 
 
 def thread_ceiling(workers: int) -> float:
@@ -322,6 +340,10 @@ def summary() -> str:
                 f"{r['tokens_per_s'] / 1e3:.0f}k tok/s", f"{r['tokens_per_s'] / r['speedup_vs_1'] / 1e3:.0f}k tok/s",
                 f"{r['speedup_vs_1']:.2f}x", ">= 1.7x" if r["workers"] == 2 else "-",
                 (r["speedup_vs_1"] >= 1.7 and r["same_as_1_worker"]) if r["workers"] == 2 else None)
+            if r["workers"] == 2:
+                row("alignment batch", f"{r['rollouts']} x {r['tokens']} tok: driver-side GOLD time per step, logged as"
+                    f" {r.get('driver_metric') or 'NOT LOGGED'}", f"{r['seconds']:.2f} s", "-", "-",
+                    "reported as a metric", bool(r.get("driver_metric")))
     for r in RECORDS:
         if r["bench"] == "loss" and r["impl"].startswith("ours"):
             case = f"{r['pair']} {r['variant']} {r['response_tokens']} tok {r['impl']}"
@@ -329,15 +351,21 @@ def summary() -> str:
                 row("loss", case, "failed (see jsonl)", "-", "-", "-", False)
                 continue
             exact = r["impl"] == "ours-exact"
+            # The exact-mode targets are TRL's quantity (ULD); the full-vocabulary hybrid is a value check.
+            timed = not (exact and r["variant"] == "hybrid")
             fwd_target, mem_target = (3, 1.0) if exact else (5, 0.5)
+
+            def target(text, met):
+                return (text, met) if timed else ("- (value check only)", None)
+
             row("loss fwd", case, f"{r['forward_s']:.2f} s", f"{r['forward_s'] * r['speedup_forward']:.2f} s",
-                f"{r['speedup_forward']:.1f}x", f">= {fwd_target}x", r["speedup_forward"] >= fwd_target)
+                f"{r['speedup_forward']:.1f}x", *target(f">= {fwd_target}x", r["speedup_forward"] >= fwd_target))
             row("loss fwd+bwd", case, f"{r['forward_backward_s']:.2f} s",
                 f"{r['forward_backward_s'] * r['speedup_forward_backward']:.2f} s",
-                f"{r['speedup_forward_backward']:.1f}x", ">= 5x", r["speedup_forward_backward"] >= 5)
+                f"{r['speedup_forward_backward']:.1f}x", *target(">= 5x", r["speedup_forward_backward"] >= 5))
             row("loss peak mem", case, f"{r['peak_bytes'] / 2**30:.2f} GiB",
                 f"{r['peak_bytes'] / r['peak_memory_ratio'] / 2**30:.2f} GiB", f"{r['peak_memory_ratio']:.2f}",
-                f"<= {mem_target}", r["peak_memory_ratio"] <= mem_target)
+                *target(f"<= {mem_target}", r["peak_memory_ratio"] <= mem_target))
             if "rel_diff_vs_trl" in r:
                 same = r["variant"] == "uld"
                 row("loss value", case, f"{r['loss']:.6g}", f"{r['trl_loss']:.6g}",
@@ -398,8 +426,10 @@ def main() -> None:
     if only & {"loss", "loss-uld"}:
         bench_loss("llama3.1->qwen2.5", loss_tokens, hybrid=False)
     if only & {"loss", "loss-hybrid"}:
-        bench_loss("llama3.1->qwen2.5", loss_tokens, hybrid=True, with_exact=False)
-        bench_loss("llama3.1->qwen2.5", small_tokens, hybrid=True)
+        # One case when the sizes agree: the value check against TRL runs at the timed size.
+        bench_loss("llama3.1->qwen2.5", loss_tokens, hybrid=True, with_exact=loss_tokens == small_tokens)
+        if loss_tokens != small_tokens:
+            bench_loss("llama3.1->qwen2.5", small_tokens, hybrid=True)
     if "payload" in only:
         bench_payload("llama3.1->qwen2.5", small_tokens)
     table = summary()

@@ -5,7 +5,17 @@ import pytest
 import torch
 
 from gold_distillation.alignment import token_bytes, vocab_map
-from gold_distillation.gold_forward import HybridTables, row_chunks, student_gold_loss, teacher_payload
+from gold_distillation.gold_forward import (
+    BYTES_PER_PIECE_LOGIT,
+    CPU_CHUNK_ELEMENTS,
+    GPU_FREE_MEMORY_SHARE,
+    HybridTables,
+    chunk_elements_for,
+    device_chunk_elements,
+    row_chunks,
+    student_gold_loss,
+    teacher_payload,
+)
 from gold_distillation.losses import compress_teacher_groups, hybrid_loss
 from gold_distillation.teacher_view import build_teacher_views
 
@@ -54,12 +64,12 @@ def test_pieces_give_the_same_payload_loss_and_gradient_as_one_piece(tokenizers,
     tables = HybridTables(t2s, torch.zeros(300, dtype=torch.bool).index_fill(0, t2s[t2s >= 0], True), 0.4, 0.6) if hybrid else None
     matched = t2s >= 0 if hybrid else None
     results = []
-    for chunk in (None, 280 * 5):  # one piece; pieces of about 5 rows
+    for chunk in (2**62, 280 * 5):  # one piece; pieces of about 5 rows
         payload = teacher_payload(t_logits, t_ids, batch.teacher_group_ids, g, merge=merge, topk=16,
                                   teacher_matched=matched, chunk_elements=chunk)
         leaf = s_logits.clone().requires_grad_(True)
         loss, metrics = student_gold_loss(leaf, s_ids, batch.student_group_ids, payload, merge=merge, student_topk=16,
-                                          hybrid=tables, chunk_elements=None if chunk is None else 300 * 5)
+                                          hybrid=tables, chunk_elements=2**62 if chunk == 2**62 else 300 * 5)
         loss.backward()
         results.append((payload, loss.detach(), metrics, leaf.grad))
     (p1, l1, m1, g1), (p2, l2, m2, g2) = results
@@ -73,6 +83,44 @@ def test_pieces_give_the_same_payload_loss_and_gradient_as_one_piece(tokenizers,
         assert m1[key] == pytest.approx(m2[key], rel=1e-4, abs=1e-6), key
     assert g1.abs().sum() > 0
     torch.testing.assert_close(g1, g2, atol=1e-7, rtol=1e-4)
+
+
+def test_chunk_size_follows_the_device():
+    """CPU: the fixed cache-sized piece whatever the memory; CUDA: a share of the free memory (an
+    H200's ~130 GB gives pieces of ~1e9 logits: 8 x 4096 x 152k in 5 pieces, not 4000), never below
+    the CPU size."""
+    assert chunk_elements_for("cpu") == CPU_CHUNK_ELEMENTS == 2**23
+    assert chunk_elements_for("cpu", 10**12) == CPU_CHUNK_ELEMENTS
+    assert chunk_elements_for("cuda") == CPU_CHUNK_ELEMENTS  # no free-memory figure
+    free = 130 * 10**9
+    elements = chunk_elements_for("cuda", free)
+    assert elements == int(free * GPU_FREE_MEMORY_SHARE) // BYTES_PER_PIECE_LOGIT
+    assert elements * BYTES_PER_PIECE_LOGIT <= free * GPU_FREE_MEMORY_SHARE
+    assert -(-8 * 4096 * 151665 // elements) == 5
+    assert chunk_elements_for("cuda", 2 * free) == 2 * elements  # proportional to what is free
+    assert chunk_elements_for("cuda", 10**8) == CPU_CHUNK_ELEMENTS  # floor
+    assert device_chunk_elements(torch.device("cpu")) == CPU_CHUNK_ELEMENTS
+
+
+@pytest.mark.parametrize("topk", [None, 16])
+def test_payload_of_groups_without_tokens_is_zero_and_full_k_matches_torch_sort(tokenizers, topk):
+    """The payload tensors are filled piece by piece (not zero-initialized): groups without tokens
+    (padding columns of shorter samples) must still read 0; at full k the order is torch's stable sort."""
+    batch, t_logits, t_ids, _, _ = _inputs(tokenizers)
+    g = batch.num_groups
+    matched = torch.arange(280) % 3 == 0
+    payload = teacher_payload(t_logits, t_ids, batch.teacher_group_ids, g, merge="chain", topk=topk,
+                              teacher_matched=matched, chunk_elements=280 * 5)
+    mask = payload["teacher_group_mask"]
+    assert (~mask).sum() > 0 and mask.sum() > 10
+    for key, value in payload.items():
+        if key != "teacher_group_mask":
+            assert torch.all(value[~mask] == 0), key
+    if topk is None:
+        top = payload["teacher_top_probs"][mask]
+        reference = torch.sort(top, dim=-1, descending=True, stable=True)
+        assert torch.equal(top, reference.values)
+        assert payload["teacher_top_ids"].dtype == torch.int32 and payload["teacher_top_ids"].shape[-1] == 280
 
 
 def test_hybrid_topk_estimate_within_its_bound_on_a_real_vocabulary_map(tokenizers):

@@ -9,12 +9,14 @@ from gold_distillation.alignment import token_bytes, vocab_map
 from gold_distillation.gold_forward import HybridTables, group_measures, response_logits, student_gold_loss, teacher_payload
 from gold_distillation.losses import (
     compress_teacher_groups,
+    descending_order,
     generalized_jsd,
     hybrid_loss,
     merge_groups,
     place_group_values,
     sorted_l1,
     sorted_l1_from_top,
+    sort_descending,
     span_rewards,
     uld_loss,
 )
@@ -185,6 +187,51 @@ def test_sorted_l1_is_invariant_to_vocabulary_permutations():
     assert torch.all(base > 0)
     torch.testing.assert_close(sorted_l1(p[:, torch.randperm(300)], q[:, torch.randperm(200)]), base)
     torch.testing.assert_close(sorted_l1(p, p[:, torch.randperm(300)]), torch.zeros(5))
+
+
+def test_numpy_sorts_equal_torch_stable_sort_in_order_values_and_gradient():
+    """The CPU float32 path (NumPy) against torch.sort on rows with ties, zeros, -inf and huge values."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(9, 5000, generator=g)
+    x[0, ::7] = 0.0  # ties
+    x[1, :50] = float("-inf")
+    x[2] = x[2].round()  # many ties
+    x[3, 10] = 3e38
+    x[4] = -x[4].abs()
+    ref = torch.sort(x, dim=-1, descending=True, stable=True)
+    assert torch.equal(descending_order(x), ref.indices)
+    weight = torch.randn(9, 5000, generator=g)
+    ours, theirs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    values = sort_descending(ours)
+    assert torch.equal(values, ref.values)
+    (torch.where(values.isfinite(), values, 0.0) * weight).sum().backward()
+    (torch.where(ref.values.isfinite(), torch.sort(theirs, dim=-1, descending=True, stable=True).values, 0.0) * weight).sum().backward()
+    assert torch.equal(ours.grad, theirs.grad) and ours.grad.abs().sum() > 0
+    # float64 and non-2-D inputs take torch.sort
+    assert torch.equal(sort_descending(x.double()), ref.values.double())
+
+
+@pytest.mark.parametrize("merge", ["geometric", "chain"])
+def test_merges_equal_their_definition_with_empty_and_interleaved_groups(merge):
+    """merge_groups against a per-group loop of its definition: groups without tokens, groups of
+    one and of several tokens, tokens of a group not next to each other."""
+    rows = random_logm(9, 40, 12)
+    rows[4, :5] = float("-inf")  # masked logits: the geometric floor keeps the merge finite
+    tokens = torch.tensor([3, 7, 1, 9, 8, 2, 0, 5, 6])
+    token_lp = rows.gather(1, tokens[:, None]).squeeze(1)
+    index = torch.tensor([0, 2, 2, 4, 2, 5, 5, 5, 0])  # groups 1 and 3 are empty
+    merged = merge_groups(rows, token_lp, index, 6, merge)
+    for group in range(6):
+        members = torch.nonzero(index == group).squeeze(-1)
+        if members.numel() == 0:
+            expected = torch.full((40,), float("-inf")) if merge == "chain" else torch.full((40,), -np.log(40.0))
+        elif merge == "geometric":
+            expected = torch.log_softmax(rows[members].clamp(min=-1.0e4).mean(0), -1)
+        else:
+            expected = rows[members[-1]] + token_lp[members[:-1]].sum()
+        torch.testing.assert_close(merged[group], expected.float())
+    empty_rows = merge_groups(rows[:0], token_lp[:0], index[:0], 3, merge)
+    assert empty_rows.shape == (3, 40)
 
 
 def test_geometric_merge_of_single_token_group_is_identity_and_chain_sums_to_prefix_probability():
