@@ -5,8 +5,9 @@ student (SentencePiece-style tokenizer), warm-started on a teacher-independent t
 short SFT stage on teacher samples, is distilled from it on-policy, in one process, through the
 functions the SkyRL path runs: build_teacher_views + collate_views (teacher view and alignment),
 teacher_payload (the GOLD ref worker's computation), then either span rewards with SkyRL's no_op
-advantages and importance_sampling policy loss (reward mode) or student_gold_loss (loss mode). Beside them the usual cross-tokenizer alternative runs for the same
-number of steps: supervised fine-tuning of the student on teacher-generated completions.
+advantages and importance_sampling policy loss (reward mode) or student_gold_loss (loss mode).
+Beside them the usual cross-tokenizer alternative runs for the same number of steps: supervised
+fine-tuning of the student on teacher-generated completions.
 
 The student samples from exactly the distribution it is trained on (the full softmax at
 temperature 1): a special token it writes mid-answer is text the teacher reads and costs the
