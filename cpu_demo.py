@@ -56,7 +56,7 @@ MAX_NEW_TOKENS = 5
 
 @dataclass
 class DemoConfig:
-    steps: int = 600
+    steps: int = 1000
     batch_size: int = 64
     lr: float = 3e-3
     # Reward mode's policy gradient is a sampled, noisy estimate: at 1e-3 it collapsed on seed 1
@@ -517,7 +517,7 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     p.add_argument("--student-tokenizer", help="real tokenizer folder for the student, e.g. ../shared/tokenizers/llama3.1-instruct")
     p.add_argument("--teacher-tokenizer", help="real tokenizer folder for the teacher, e.g. ../shared/tokenizers/qwen2.5-instruct")
-    p.add_argument("--quick", action="store_true", help="200 steps per method (the CI test)")
+    p.add_argument("--quick", action="store_true", help="300 steps per method (the CI test)")
     args = p.parse_args(argv)
     cfg = DemoConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, teacher_steps=args.teacher_steps,
@@ -527,7 +527,7 @@ def parse_args(argv=None):
         gold=GOLDConfig(hybrid=not args.no_hybrid),
     )
     if args.quick:  # the CI size: long enough to see every method learn, a fraction of the default
-        cfg.steps, cfg.eval_every = 200, 100
+        cfg.steps, cfg.eval_every = 300, 100
     return cfg, args
 
 
