@@ -66,6 +66,8 @@ METHODS = ("reward", "loss-uld", "loss-hybrid", "sft", "outcome-rl", "student")
 # Policy-gradient methods (sampled, noisy gradients) train with a smaller learning rate than the
 # methods with a full-distribution or supervised target; measured on the CPU demo.
 PG_METHODS = ("reward", "outcome-rl")
+
+
 def problems(operand_max: int) -> list[Problem]:
     return [Problem(f"{a}+{b}=", str(a + b)) for a in range(operand_max + 1) for b in range(operand_max + 1)]
 
@@ -329,7 +331,7 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=16, help="student samples per step (outcome-rl: prompts x --group)")
     p.add_argument("--group", type=int, default=4, help="outcome-rl: samples per prompt (GRPO group)")
     p.add_argument("--lr", type=float, default=3e-3, help="loss modes, sft, warm start and teacher")
-    p.add_argument("--pg-lr", type=float, default=1e-3, help="reward mode and outcome-rl (the demo's reward-mode rate)")
+    p.add_argument("--pg-lr", type=float, default=3e-4, help="reward mode and outcome-rl (the demo's reward-mode rate)")
     p.add_argument("--teacher-steps", type=int, default=600)
     p.add_argument("--teacher-batch-size", type=int, default=64)
     p.add_argument("--warm-start-steps", type=int, default=300, help="student: the larger-operand task (teacher-independent)")
