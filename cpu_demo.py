@@ -1,12 +1,13 @@
 """Tiny cross-tokenizer GOLD distillation on CPU: `python -m gold_distillation.cpu_demo`.
 
 A Qwen2 teacher (byte-level BPE tokenizer) is trained briefly on single-digit addition; a Llama
-student (SentencePiece-style tokenizer) that cannot add is distilled from it on-policy, in one
-process, through the functions the SkyRL path runs: build_teacher_views + collate_views (teacher
-view and alignment), teacher_payload (the GOLD ref worker's computation), then either span rewards
-with SkyRL's no_op advantages and importance_sampling policy loss (reward mode) or
-student_gold_loss (loss mode). Beside them the usual cross-tokenizer alternative runs for the same
-number of steps: supervised fine-tuning of the student on teacher-generated completions.
+student (SentencePiece-style tokenizer), warm-started on a teacher-independent task and then by a
+short SFT stage on teacher samples, is distilled from it on-policy, in one process, through the
+functions the SkyRL path runs: build_teacher_views + collate_views (teacher view and alignment),
+teacher_payload (the GOLD ref worker's computation), then either span rewards with SkyRL's no_op
+advantages and importance_sampling policy loss (reward mode) or student_gold_loss (loss mode).
+Beside them the usual cross-tokenizer alternative runs for the same number of steps: supervised
+fine-tuning of the student on teacher-generated completions.
 
 The student samples from exactly the distribution it is trained on (the full softmax at
 temperature 1): a special token it writes mid-answer is text the teacher reads and costs the
@@ -55,15 +56,23 @@ MAX_NEW_TOKENS = 5
 
 @dataclass
 class DemoConfig:
-    steps: int = 600
+    steps: int = 1000
     batch_size: int = 64
     lr: float = 3e-3
-    # Reward mode's policy gradient is a sampled, noisy estimate: at lr 3e-3 (and 1e-3) the
-    # student collapses to one answer for every prompt (measured; README "CPU demo").
+    # Reward mode's policy gradient is a sampled, noisy estimate: at 1e-3 it collapsed on seed 1
+    # (README "CPU demo").
     reward_lr: float = 3e-4
     teacher_steps: int = 300
     teacher_lr: float = 3e-3
     warm_start_steps: int = 200
+    # Then brief SFT on teacher samples (off-policy distillation, the usual first stage of the
+    # on-policy distillation recipe), so that the student writes two-digit answers at all. Reward
+    # mode only reinforces what the student samples: from a student that gives every two-digit
+    # answer probability e^-10 or less it closed 26-45% of the gap (README "CPU demo").
+    sft_warm_start_steps: int = 75
+    # Gradient clipping of every method's on-policy steps, as SkyRL clips the policy's
+    # (trainer.policy.optimizer_config.max_grad_norm, default 1.0).
+    max_grad_norm: float = 1.0
     eval_every: int = 50
     hidden: int = 64
     layers: int = 2
@@ -179,15 +188,19 @@ def teacher_signal(world: World, problems: list[Problem], responses: list[list[i
     return payload, tb.student_group_ids, response_end_metrics(views)
 
 
-def gold_terms(world: World, logits: torch.Tensor, batch: Batch, payload: dict, student_groups: torch.Tensor):
+def gold_terms(world: World, logits: torch.Tensor, batch: Batch, payload: dict, student_groups: torch.Tensor, with_loss: bool = True):
     """Student-side GOLD quantities from student logits [B, R, V] (with gradient).
 
-    Returns (gold loss, its metrics, token log-probs [B, R], span rewards [B, R]); every student
-    token of group g carries delta_g = log P_T(g) - log P_S(g), computed without gradient."""
-    loss, metrics = student_gold_loss(
-        logits, batch.response_ids, student_groups, payload, temperature=world.gold.student_temperature,
-        merge=world.gold.merge, student_topk=world.gold.teacher_topk, hybrid=world.hybrid, beta=world.gold.beta,
-    )
+    Returns (gold loss or None, metrics, token log-probs [B, R], span rewards [B, R]); every
+    student token of group g carries delta_g = log P_T(g) - log P_S(g), computed without gradient.
+    with_loss=False skips the GOLD loss (and its metric gold/uld_distance), as reward mode's SkyRL
+    path does: over real vocabularies it is most of a reward step's cost."""
+    loss, metrics = None, {}
+    if with_loss:
+        loss, metrics = student_gold_loss(
+            logits, batch.response_ids, student_groups, payload, temperature=world.gold.student_temperature,
+            merge=world.gold.merge, student_topk=world.gold.teacher_topk, hybrid=world.hybrid, beta=world.gold.beta,
+        )
     measures = group_measures(
         logits, batch.response_ids, student_groups, payload["teacher_span_logprobs"].shape[1],
         world.gold.student_temperature, merge=None,
@@ -223,7 +236,7 @@ def gold_step(world: World, student, mode: str, problems: list[Problem]) -> tupl
     batch = pack(prompts, responses, world.student_tok.pad_token_id)
     payload, groups, end_metrics = teacher_signal(world, problems, responses, batch.response_ids.shape[1])
     logits = response_logits(student, batch.sequences, batch.attention_mask, batch.response_ids.shape[1])
-    gold_loss, metrics, logprobs, rewards = gold_terms(world, logits, batch, payload, groups)
+    gold_loss, metrics, logprobs, rewards = gold_terms(world, logits, batch, payload, groups, with_loss=mode == "loss")
     metrics.update(end_metrics)
     metrics["demo/student_tokens"] = int(batch.response_mask.sum())
     if mode == "loss":
@@ -295,6 +308,23 @@ def fit(world: World, model, side: str, problems: list[Problem], answers, steps:
     model.eval()
 
 
+def sft_warm_start(world: World, student, problems: list[Problem], steps: int, lr: float, batch_size: int, seed: int, progress=None) -> None:
+    """`steps` steps of sft_step (teacher samples) on random batches of `problems`, at a constant `lr`."""
+    opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed + 3)
+    for _ in range(steps):
+        chosen = [problems[i] for i in torch.randint(len(problems), (batch_size,), generator=generator).tolist()]
+        student.train()
+        loss, _ = sft_step(world, student, chosen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix_str(f"student SFT warm start loss {loss.item():.3f}")
+    student.eval()
+
+
 def linear_decay(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Learning rate falling linearly from its value to 0 over `steps` steps: at a constant rate
     single steps spike (loss mode at 3e-3 went from 0.94 to 0.66 accuracy in the last 50 steps of
@@ -318,6 +348,7 @@ def run_method(world, cfg: DemoConfig, method: str, student, problems, eval_prob
         loss, metrics = sft_step(world, student, chosen) if method == "sft" else gold_step(world, student, method, chosen)
         opt.zero_grad()
         loss.backward()
+        metrics["demo/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.max_grad_norm))
         opt.step()
         schedule.step()
         student.eval()
@@ -341,7 +372,7 @@ def plot(records: list[dict], path: Path) -> None:
 
     panels = [
         ("gold/sequence_log_ratio", "log P_T(y) - log P_S(y) of the student's samples y (nats)"),
-        ("gold/uld_distance", "ULD distance per group (student's samples)"),
+        ("gold/uld_distance", "ULD distance per group of loss mode's samples (the loss it minimizes)"),
         ("eval/accuracy", "task accuracy (greedy, all problems)"),
         ("eval/teacher_loglik", "teacher log-likelihood of greedy answers (nats)"),
     ]
@@ -418,15 +449,18 @@ def run(cfg: DemoConfig, out: Path, student_tokenizer: str | None = None, teache
     # A redrawn bar floods logs that are not a terminal (CI, `| tee`); there run_method prints a
     # line per evaluation.
     progress = tqdm(
-        total=cfg.teacher_steps + cfg.warm_start_steps + cfg.steps * len(cfg.modes), desc="GOLD CPU demo", unit="step",
+        total=cfg.teacher_steps + cfg.warm_start_steps + cfg.sft_warm_start_steps + cfg.steps * len(cfg.modes), desc="GOLD CPU demo", unit="step",
         disable=not sys.stderr.isatty(),
     )
     truth = [p.answer for p in problems]
     fit(world, teacher, "teacher", problems, lambda step: truth, cfg.teacher_steps, cfg.teacher_lr, progress, "teacher")
     # The student starts where on-policy distillation assumes a student starts: it reads its prompt
-    # and writes a number (a warm start on a teacher-independent task), it cannot add.
+    # and writes a number (a warm start on a teacher-independent task), then a short off-policy
+    # distillation stage (SFT on teacher samples) gives it the answers' form (two-digit sums); it
+    # answers about half the problems after it.
     warm = warm_start_answers(problems)
     fit(world, student0, "student", problems, lambda step: warm, cfg.warm_start_steps, cfg.teacher_lr, progress, "student warm start")
+    sft_warm_start(world, student0, problems, cfg.sft_warm_start_steps, cfg.lr, cfg.batch_size, cfg.seed, progress)
     teacher_eval = evaluate(world, teacher, teacher_tok, "teacher", problems)
     log({"method": "teacher", "step": cfg.teacher_steps, **{f"eval/{k}": v for k, v in teacher_eval.items()}})
 
@@ -470,6 +504,11 @@ def parse_args(argv=None):
         "--warm-start-steps", type=int, default=d.warm_start_steps,
         help="warm-start the student on a teacher-independent task first (answer the larger operand); 0 = random student",
     )
+    p.add_argument(
+        "--sft-warm-start-steps", type=int, default=d.sft_warm_start_steps,
+        help="then SFT on teacher samples for this many steps (the off-policy first stage of on-policy distillation); 0 = none",
+    )
+    p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm, help="gradient clipping of the on-policy steps (SkyRL's default)")
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--hidden", type=int, default=d.hidden)
     p.add_argument("--layers", type=int, default=d.layers)
@@ -478,17 +517,17 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     p.add_argument("--student-tokenizer", help="real tokenizer folder for the student, e.g. ../shared/tokenizers/llama3.1-instruct")
     p.add_argument("--teacher-tokenizer", help="real tokenizer folder for the teacher, e.g. ../shared/tokenizers/qwen2.5-instruct")
-    p.add_argument("--quick", action="store_true", help="200 steps per method (the CI test)")
+    p.add_argument("--quick", action="store_true", help="300 steps per method (the CI test)")
     args = p.parse_args(argv)
     cfg = DemoConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, teacher_steps=args.teacher_steps,
-        reward_lr=args.reward_lr, warm_start_steps=args.warm_start_steps,
+        reward_lr=args.reward_lr, warm_start_steps=args.warm_start_steps, sft_warm_start_steps=args.sft_warm_start_steps, max_grad_norm=args.max_grad_norm,
         eval_every=args.eval_every, hidden=args.hidden, layers=args.layers,
         modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()), seed=args.seed,
         gold=GOLDConfig(hybrid=not args.no_hybrid),
     )
     if args.quick:  # the CI size: long enough to see every method learn, a fraction of the default
-        cfg.steps, cfg.eval_every = 200, 100
+        cfg.steps, cfg.eval_every = 300, 100
     return cfg, args
 
 

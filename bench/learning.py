@@ -1,12 +1,12 @@
 """Learning benchmark: what GOLD is worth where the digits do not match (`make learn`).
 
-Task: "a+b=" with a, b in 0..19, answer str(a + b) (400 problems). The teacher reads and writes
-with the real Qwen2.5 tokenizer (one token per digit), the student with the real Llama 3.1
-tokenizer (one token for every number below 1000), so an answer is one student token against one
-or two teacher tokens, and prompts differ too ("17+5=" is 4 Llama tokens, 5 Qwen tokens). A tiny Qwen2 teacher is trained on the task first; a tiny Llama
-student, warm-started on a teacher-independent task (demo_task.warm_start_answers: it writes the
-larger operand), is then trained with each method at the same number of steps and the same number
-of student samples per step:
+Task: "a+b=" with a, b in 0..--operand-max (default 9: 100 problems, answers 0..18). The teacher
+reads and writes with the real Qwen2.5 tokenizer (one token per digit), the student with the real
+Llama 3.1 tokenizer (one token for every number below 1000), so a two-digit answer is one student
+token against two teacher tokens (and the chat templates differ). A tiny Qwen2 teacher is trained on the task first; a tiny Llama student starts as in the
+demo (cpu_demo): warm-started on a teacher-independent task (demo_task.warm_start_answers: it
+writes the larger operand), then a short SFT stage on teacher samples. Each method then trains a
+copy of it for the same number of steps with the same number of student samples per step:
 
 - reward: GOLD span log-ratio rewards, no_op advantages, importance_sampling policy loss;
 - loss-uld, loss-hybrid: the GOLD loss (sorted L1; JSD on byte-equal entries + sorted L1);
@@ -54,6 +54,7 @@ from gold_distillation.cpu_demo import (
     pack,
     response_logprobs,
     sft_step,
+    sft_warm_start,
 )
 from gold_distillation.demo_task import Problem, answer_ids, load_tokenizer, tiny_model, warm_start_answers
 from gold_distillation.gold_forward import response_logits
@@ -65,11 +66,10 @@ METHODS = ("reward", "loss-uld", "loss-hybrid", "sft", "outcome-rl", "student")
 # Policy-gradient methods (sampled, noisy gradients) train with a smaller learning rate than the
 # methods with a full-distribution or supervised target; measured on the CPU demo.
 PG_METHODS = ("reward", "outcome-rl")
-OPERAND_MAX = 19
 
 
-def problems() -> list[Problem]:
-    return [Problem(f"{a}+{b}=", str(a + b)) for a in range(OPERAND_MAX + 1) for b in range(OPERAND_MAX + 1)]
+def problems(operand_max: int) -> list[Problem]:
+    return [Problem(f"{a}+{b}=", str(a + b)) for a in range(operand_max + 1) for b in range(operand_max + 1)]
 
 
 class TaskEmbedding(torch.nn.Module):
@@ -190,7 +190,7 @@ def train_method(worlds, method, student, train, eval_set, args, seed, log):
         log({"seed": seed, "method": method, "step": step, "student_tokens": tokens, **{f"eval/{k}": v for k, v in e.items()}})
 
     evaluate_at(0)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     steps = 0 if method == "student" else args.steps
     for step in range(1, steps + 1):
         chosen = [train[i] for i in torch.randint(len(train), (args.batch_size,), generator=generator).tolist()]
@@ -203,13 +203,14 @@ def train_method(worlds, method, student, train, eval_set, args, seed, log):
             loss, metrics = gold_step(world, student, "loss" if method.startswith("loss") else "reward", chosen)
         opt.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), args.max_grad_norm)
         opt.step()
         schedule.step()
         student.eval()
         tokens += metrics["demo/student_tokens"]
         if step % args.eval_every == 0 or step == steps:
             evaluate_at(step)
-    return {"curve": curve, "seconds": time.perf_counter() - start}
+    return {"curve": curve, "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu}
 
 
 def steps_to_reach(curve: list[dict], accuracy: float) -> int | None:
@@ -227,12 +228,13 @@ def run_seed(seed, args, worlds, train, eval_set, log, progress) -> dict:
         student0, tok, lambda ps: world.prompts(ps, "student"), train, warm_start_answers(train),
         args.warm_start_steps, args.lr, args.teacher_batch_size, seed,
     )
+    sft_warm_start(world, student0, train, args.sft_warm_start_steps, args.lr, args.batch_size, seed)
     out = {}
     for method in args.methods:
         out[method] = train_method(worlds, method, copy.deepcopy(student0), train, eval_set, args, seed, log)
         c = out[method]["curve"]
         print(f"seed {seed} {method}: accuracy {c[0]['accuracy']:.2f} -> {c[-1]['accuracy']:.2f} "
-              f"({out[method]['seconds']:.0f} s)", file=progress, flush=True)
+              f"({out[method]['seconds']:.0f} s, {out[method]['cpu_seconds']:.0f} s CPU)", file=progress, flush=True)
     return out
 
 
@@ -325,15 +327,18 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--steps", type=int, default=150)
     p.add_argument("--batch-size", type=int, default=16, help="student samples per step (outcome-rl: prompts x --group)")
     p.add_argument("--group", type=int, default=4, help="outcome-rl: samples per prompt (GRPO group)")
     p.add_argument("--lr", type=float, default=3e-3, help="loss modes, sft, warm start and teacher")
-    p.add_argument("--pg-lr", type=float, default=3e-4, help="reward mode and outcome-rl")
-    p.add_argument("--teacher-steps", type=int, default=800)
+    p.add_argument("--pg-lr", type=float, default=3e-4, help="reward mode and outcome-rl (the demo's reward-mode rate)")
+    p.add_argument("--teacher-steps", type=int, default=600)
     p.add_argument("--teacher-batch-size", type=int, default=64)
-    p.add_argument("--warm-start-steps", type=int, default=300)
-    p.add_argument("--eval-every", type=int, default=20)
+    p.add_argument("--warm-start-steps", type=int, default=300, help="student: the larger-operand task (teacher-independent)")
+    p.add_argument("--sft-warm-start-steps", type=int, default=75, help="student: then SFT on teacher samples, as in the demo")
+    p.add_argument("--operand-max", type=int, default=9, help="a, b in 0..operand-max")
+    p.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping of every method's steps (SkyRL's default)")
+    p.add_argument("--eval-every", type=int, default=25)
     p.add_argument("--eval-size", type=int, default=64)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
@@ -347,6 +352,7 @@ def main(argv=None) -> dict:
     if args.quick:
         args.steps, args.eval_every, args.eval_size, args.batch_size, args.group = 10, 5, 16, 8, 4
         args.teacher_steps, args.warm_start_steps, args.teacher_batch_size, args.hidden = 30, 20, 16, 32
+        args.sft_warm_start_steps = 5
     seeds = [int(s) for s in args.seeds.split(",")]
     for name in ("qwen2.5-instruct", "llama3.1-instruct"):
         if not (TOKENIZERS_DIR / name).is_dir():
@@ -354,7 +360,7 @@ def main(argv=None) -> dict:
     wall = time.perf_counter()
     teacher_tok = load_tokenizer(TOKENIZERS_DIR / "qwen2.5-instruct")
     student_tok = load_tokenizer(TOKENIZERS_DIR / "llama3.1-instruct")
-    train = problems()
+    train = problems(args.operand_max)
     eval_set = [train[i] for i in torch.randperm(len(train), generator=torch.Generator().manual_seed(1234))[: args.eval_size].tolist()]
     args.out.mkdir(parents=True, exist_ok=True)
     records = []
@@ -378,7 +384,7 @@ def main(argv=None) -> dict:
         worlds = {"hybrid": world, "uld": replace(world, gold=GOLDConfig(hybrid=False), hybrid=None, teacher_matched=None)}
         per_seed = {s: run_seed(s, args, worlds, train, eval_set, log, sys.stdout) for s in seeds}
     summary = {
-        "task": f"a+b= with a, b in 0..{OPERAND_MAX}; teacher Qwen2.5 tokenizer, student Llama 3.1 tokenizer",
+        "task": f"a+b= with a, b in 0..{args.operand_max}; teacher Qwen2.5 tokenizer, student Llama 3.1 tokenizer",
         "teacher": teacher_eval,
         "seeds": seeds,
         "steps": args.steps,

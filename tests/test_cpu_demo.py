@@ -79,8 +79,11 @@ def test_quick_run_learns_and_writes_its_files(tmp_path, capsys):
         trained = [r for r in rows if r["step"] > 0]
         assert all("loss" in r for r in trained)
         if method != "sft":
-            # The GOLD signal went through the teacher payload: log-ratios and ULD distances.
-            assert all("gold/sequence_log_ratio" in r and r["gold/uld_distance"] >= 0 for r in trained)
+            # The GOLD signal went through the teacher payload: log-ratios (and, for the loss,
+            # ULD distances; reward mode does not compute the loss).
+            assert all("gold/sequence_log_ratio" in r for r in trained)
+            assert all(("gold/uld_distance" in r) == (method == "loss") for r in trained)
+            assert all(r["gold/uld_distance"] >= 0 for r in trained if method == "loss")
         # Learning happened: more problems answered, and the teacher likes the student's greedy
         # answers better than before.
         assert res["after"]["accuracy"] > res["before"]["accuracy"], (method, res)
