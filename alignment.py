@@ -287,7 +287,7 @@ class _InvalidRanges:
         return "\ufffd", err.end
 
 
-def decode_with_spans(table: TokenBytes, ids) -> DecodedTokens:
+def decode_with_spans(table: TokenBytes, ids, starts_text: bool = True, ends_text: bool = True) -> DecodedTokens:
     """Decode token ids to text and the byte span of every token in it, in one pass.
 
     The text is the concatenated token bytes decoded as UTF-8 with invalid sequences replaced by
@@ -296,6 +296,11 @@ def decode_with_spans(table: TokenBytes, ids) -> DecodedTokens:
     character stay in one group and the text after it is not pulled in.
     SentencePiece byte tokens follow HF's ByteFallback decoder instead: a run of consecutive byte
     tokens that is not valid UTF-8 becomes one U+FFFD per token.
+    starts_text, ends_text: whether the ids start / end the text the decoder is given. False for a
+    piece in the middle of a longer text (a turn inside one assistant message): the decoder's rules
+    for the text's start (Metaspace's first token, a Strip of leading characters: SentencePiece's
+    "\u2581the" is "the" there and " the" elsewhere) or for its end (a Strip of trailing
+    characters) are not applied, so the pieces' texts concatenate to the decode of the whole.
     """
     pieces = list(map(table.pieces.__getitem__, ids))
     ids = np.fromiter(ids, dtype=np.int64, count=len(pieces))
@@ -303,11 +308,11 @@ def decode_with_spans(table: TokenBytes, ids) -> DecodedTokens:
     is_byte = table.byte_fallback[ids]
     if is_byte.any():
         lengths[_replace_invalid_byte_runs(pieces, is_byte)] = len(_REPLACEMENT)
-    if len(ids) and int(ids[0]) in table.first_pieces:
+    if starts_text and len(ids) and int(ids[0]) in table.first_pieces:
         pieces[0] = table.first_pieces[int(ids[0])]
         lengths[0] = len(pieces[0])
     if table.text_strip is not None:
-        _strip_text(table.text_strip, pieces, lengths)
+        _strip_text(table.text_strip, pieces, lengths, starts_text, ends_text)
     raw = b"".join(pieces)
     ends = np.cumsum(lengths)
     try:
@@ -331,12 +336,13 @@ def spell_spans(table: TokenBytes, ids) -> DecodedTokens:
     return DecodedTokens(text="", starts=ends - lengths, ends=ends)
 
 
-def _strip_text(strip: tuple, pieces: list[bytes], lengths: np.ndarray) -> None:
+def _strip_text(strip: tuple, pieces: list[bytes], lengths: np.ndarray, at_start: bool, at_end: bool) -> None:
     """In place: the decoder's whole-text Strip, (content byte, start, stop), cut from the pieces
-    at both ends of the text. Loops over at most start + stop visible tokens."""
+    at the ends of the text that are there (at_start, at_end). Loops over at most start + stop
+    visible tokens."""
     content, start, stop = strip
     visible = np.flatnonzero(lengths > 0).tolist()
-    for from_start, budget in ((True, start), (False, stop)):
+    for from_start, budget in ((True, start if at_start else 0), (False, stop if at_end else 0)):
         for i in visible if from_start else reversed(visible):
             piece = pieces[i]
             kept = piece.lstrip(content) if from_start else piece.rstrip(content)

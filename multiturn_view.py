@@ -117,7 +117,8 @@ def build_multiturn_view(
     if same_vocabulary(s_table, token_bytes(teacher_tokenizer)):
         view = _same_vocabulary_view(ids, runs, student_prompt_ids, num_turns)
         if len(runs):
-            last = _turn_texts(s_table, [ids[runs[-1][0] : runs[-1][1]]], eos_ids, [True])[0]
+            starts, _ = _message_edges(one_assistant_message, len(runs))
+            last = _turn_texts(s_table, [ids[runs[-1][0] : runs[-1][1]]], eos_ids, starts[-1:], [True])[0]
             view = replace(view, completion_text=last.text, ended_with_eos=last.ended)
         return truncate_view(view, max_teacher_length)
     if len(runs) and len(runs) != num_turns:
@@ -129,7 +130,7 @@ def build_multiturn_view(
         )
 
     turn_ids = [ids[a:b] for a, b in runs]
-    turn_texts = _turn_texts(s_table, turn_ids, eos_ids, _ends_message(one_assistant_message, len(runs)))
+    turn_texts = _turn_texts(s_table, turn_ids, eos_ids, *_message_edges(one_assistant_message, len(runs)))
     conversation, parts, holders = _teacher_conversation(
         list(prompt), messages, [t.text for t in turn_texts], one_assistant_message, fold_system_message
     )
@@ -196,10 +197,12 @@ def _trim_trailing_observations(messages: list[dict]) -> list[dict]:
     return list(messages[: last + 1])
 
 
-def _ends_message(one_assistant_message: bool, n_turns: int) -> list[bool]:
-    """Per student turn: whether the template writes the end of the assistant message after it
-    (every turn in its own message; only the last turn of one shared message)."""
-    return [not one_assistant_message or k == n_turns - 1 for k in range(n_turns)]
+def _message_edges(one_assistant_message: bool, n_turns: int) -> tuple[list[bool], list[bool]]:
+    """Per student turn: whether it starts its assistant message's text, and whether the template
+    writes the end of the message after it (every turn is its own message; in one shared message
+    only the first turn starts it and only the last ends it)."""
+    turns = range(n_turns)
+    return [not one_assistant_message or k == 0 for k in turns], [not one_assistant_message or k == n_turns - 1 for k in turns]
 
 
 @dataclass(frozen=True)
@@ -212,14 +215,18 @@ class _TurnText:
     ended: bool
 
 
-def _turn_texts(table, turn_ids: list[list[int]], eos_ids: frozenset[int], ends_message: list[bool]) -> list[_TurnText]:
-    """Decode each turn; a final student end token counts as the turn's end only where the
-    template ends the assistant message after it (elsewhere it is literal text, like any special
-    token inside a response)."""
+def _turn_texts(
+    table, turn_ids: list[list[int]], eos_ids: frozenset[int], starts_message: list[bool], ends_message: list[bool]
+) -> list[_TurnText]:
+    """Decode each turn as the part of its assistant message's text it is: a turn that does not
+    start the message continues the text before it (a SentencePiece "\u2581the" there is " the",
+    as in the decode of the whole message, not "the"). A final student end token counts as the
+    turn's end only where the template ends the assistant message after it (elsewhere it is
+    literal text, like any special token inside a response)."""
     texts = []
-    for ids, closes in zip(turn_ids, ends_message):
+    for ids, opens, closes in zip(turn_ids, starts_message, ends_message):
         ended = closes and bool(ids) and ids[-1] in eos_ids
-        decoded = decode_with_spans(table, ids[:-1] if ended else ids)
+        decoded = decode_with_spans(table, ids[:-1] if ended else ids, starts_text=opens, ends_text=closes)
         texts.append(_TurnText(decoded.text, decoded, ended))
     return texts
 

@@ -8,8 +8,10 @@ import torch
 from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput
 from skyrl_gym.envs.registration import register, registry
 
+from gold_distillation.teacher_view import continuation_backend
+
 ENV_NAME = "gold_test_scripted"
-LLAMA, QWEN = "llama3.1-instruct", "qwen2.5-instruct"
+LLAMA, QWEN, PHI3 = "llama3.1-instruct", "qwen2.5-instruct", "phi3-mini"
 MAX_TOKENS = 14  # generator.sampling_params.max_generate_length: longer answers are cut ("length")
 
 # Per task: the student's answer of each turn, and the environment's observations after each turn.
@@ -42,6 +44,14 @@ SCRIPTS = {
     # A special-token string of the teacher written as text by the student (test_special_token...).
     "imstart": {"answers": ["Write <|im_start|> here", "Ok"], "observations": [[{"role": "user", "content": "\nWhy?\n"}], []]},
     "header": {"answers": ["Write <|start_header_id|> here", "Ok"], "observations": [[{"role": "user", "content": "\nWhy?\n"}], []]},
+    # Turns after the first written as the text continues ("continued": no start-of-segment prefix,
+    # as a model writes mid-message): a SentencePiece student's turn then starts with a word without
+    # "\u2581" and with a newline; the scripts' other turns start with "\u2581" (a space) there.
+    "spacing": {
+        "answers": ["Look here", "again now", "\nAnd done"],
+        "observations": [[{"role": "user", "content": "\nSay it again:\n"}], [{"role": "user", "content": "\nOk"}], []],
+        "continued": True,
+    },
 }
 PROMPTS = {
     "merge": [{"role": "user", "content": "Task merge: check."}],
@@ -49,6 +59,7 @@ PROMPTS = {
     "header": [{"role": "user", "content": "Task header: spell a marker."}],
     "primes": [{"role": "system", "content": "You solve tasks with tools."}, {"role": "user", "content": "Task primes: list primes."}],
     "sum": [{"role": "user", "content": "Task sum: add 3, 19, 7, 12."}],
+    "spacing": [{"role": "user", "content": "Task spacing: write on."}],
 }
 
 
@@ -71,7 +82,8 @@ class ScriptedEnv(BaseTextEnv):
 
 class ScriptedEngine:
     """Stand-in inference engine client: the student's scripted answer for the task named in the
-    prompt and the turn reached (its tokens + EOS), cut to max_tokens tokens without EOS ("length")."""
+    prompt and the turn reached (its tokens + EOS), cut to max_tokens tokens without EOS ("length").
+    A "continued" task's turns after the first are tokenized as text that continues the message."""
 
     def __init__(self, tokenizer, max_tokens):
         self.tokenizer, self.max_tokens, self.calls = tokenizer, max_tokens, {}
@@ -82,7 +94,11 @@ class ScriptedEngine:
         session = engine_input["session_ids"][0]
         turn = self.calls[session] = self.calls.get(session, -1) + 1
         text = SCRIPTS[task]["answers"][turn]
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+        if turn > 0 and SCRIPTS[task].get("continued"):
+            ids = continuation_backend(self.tokenizer, specials_as_text=False).encode(text, add_special_tokens=False).ids
+        else:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = ids + [self.tokenizer.eos_token_id]
         stop = "stop"
         if len(ids) > self.max_tokens:
             ids, stop = ids[: self.max_tokens], "length"
@@ -104,15 +120,49 @@ def generator_input(tasks):
             "env_extras": [{"task": t} for t in tasks], "sampling_params": None}
 
 
-def teacher_conversation(task, recorded, multi_turn):
+def teacher_conversation(task, recorded, multi_turn, turn_texts=None):
     """What the teacher's template is applied to: the prompt and the recorded messages up to the
     last assistant turn; with use_conversation_multi_turn=false, one assistant message holding the
-    turns and the observations' text, as the student wrote and read them."""
+    turns and the observations' text, as the student wrote and read them. turn_texts: the text of
+    each assistant turn (student_turn_texts) in place of the recorded one (the engine's decode of
+    the turn on its own, which for a SentencePiece student drops a continuation's leading space)."""
     last = max(i for i, m in enumerate(recorded) if m["role"] == "assistant")
     messages = recorded[: last + 1]
+    if turn_texts is not None:
+        texts = iter(turn_texts)
+        messages = [{**m, "content": next(texts)} if m["role"] == "assistant" else m for m in messages]
     if not multi_turn:
         messages = [{"role": "assistant", "content": "".join(m["content"] for m in messages)}]
     return PROMPTS[task] + messages
+
+
+def text_in_context(tokenizer, ids, context, start, stop):
+    """The text tokens ids[start:stop] add to the tokenizer's own decode of ids[context:stop]: what
+    they spell where they stand in a message that starts at `context` (HF's decoder on the whole,
+    not on the piece alone)."""
+    decode = lambda part: tokenizer.decode(part, clean_up_tokenization_spaces=False)  # noqa: E731
+    before, whole = decode(ids[context:start]), decode(ids[context:stop])
+    assert whole.startswith(before), (before, whole)
+    return whole[len(before):]
+
+
+def student_turn_texts(tokenizer, response_ids, loss_mask, multi_turn, end_ids):
+    """Each assistant turn's text (a final end token excluded, where the turn ends its message) as
+    the student's tokenizer decodes it in its assistant message: with use_conversation_multi_turn
+    every turn is a message, else the whole response is one."""
+    runs, start = [], None
+    for i, bit in enumerate(list(loss_mask) + [0]):
+        if bit and start is None:
+            start = i
+        elif not bit and start is not None:
+            runs.append((start, i))
+            start = None
+    texts = []
+    for k, (a, b) in enumerate(runs):
+        closes = multi_turn or k == len(runs) - 1
+        stop = b - 1 if closes and response_ids[b - 1] in end_ids else b
+        texts.append(text_in_context(tokenizer, response_ids, a if multi_turn else 0, a, stop))
+    return texts
 
 
 def token_logprobs(model, ids):

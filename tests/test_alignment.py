@@ -411,3 +411,54 @@ def test_continuation_tokens_read_no_space_nobody_wrote(tokenizers, name):
         assert spans.ends[-1] == len(text.encode("utf-8"))
     prefixed = any(step.get("type") == "Prepend" for step in (json.loads(tok.backend_tokenizer.to_str())["normalizer"] or {}).get("normalizers", []))
     assert (continuation_backend(tok, specials_as_text=True) is not tok.backend_tokenizer) == prefixed
+
+
+# A Strip of the text's end too (the tokenizers library panics decoding it to an empty text, so the
+# decoder test above leaves it out; the texts here are never empty).
+PIECE_DECODERS = {**DECODERS, "strip_both_ends": {"type": "Sequence", "decoders": [
+    {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"},
+    {"type": "Strip", "content": " ", "start": 1, "stop": 1}]}}
+
+
+@pytest.mark.parametrize("name", [*TOKENIZER_NAMES, *PIECE_DECODERS])
+def test_a_text_decoded_in_pieces_is_the_decode_of_the_whole(tokenizers, name):
+    """A text decoded in pieces, as the turns inside one assistant message are: the first piece
+    starts the text, the others continue it, only the last ends it. The pieces' texts join into HF's
+    decode of the whole, and a piece is the text it adds to HF's decode of the text before it (a
+    SentencePiece "\u2581the" there is " the", not "the"); each piece's spans cover its text. Byte-level
+    decoders have no rule for either end of a text: a piece decodes as it does alone. Cuts fall
+    between characters (a character's bytes split over two pieces decode to U+FFFD in each)."""
+    tok = with_decoder(tokenizers, PIECE_DECODERS[name]) if name in PIECE_DECODERS else tokenizers[name]
+    # Where cuts fall between characters is a property of the ids: read it off Llama 2's own decoder.
+    base = tokenizers["llama2"] if name in PIECE_DECODERS else tok
+    table = token_bytes(tok)
+    trailing_strip = table.text_strip is not None and table.text_strip[2] > 0
+    byte_level = json.loads(tok.backend_tokenizer.to_str())["decoder"]["type"] == "ByteLevel"
+    rng = random.Random(0)
+    checked = 0
+
+    def decode(ids, tok=tok):
+        return tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    for text in CORPUS.values():
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        whole = decode(ids)
+        cuts = [k for k in range(1, len(ids)) if decode(ids, base).startswith(decode(ids[:k], base))]
+        for a in cuts:
+            b = rng.choice([k for k in cuts if k > a] + [len(ids)])
+            pieces = [
+                decode_with_spans(table, ids[:a], starts_text=True, ends_text=False),
+                decode_with_spans(table, ids[a:b], starts_text=False, ends_text=b == len(ids)),
+                decode_with_spans(table, ids[b:], starts_text=False, ends_text=True),
+            ]
+            assert "".join(p.text for p in pieces) == whole, (name, text, a, b)
+            for piece in pieces:
+                assert piece.ends[-1:].tolist() in ([], [len(piece.text.encode("utf-8"))])
+                assert np.array_equal(piece.starts[1:], piece.ends[:-1])
+            if not trailing_strip:  # a piece before the end then keeps everything it spells
+                assert pieces[1].text == decode(ids[:b])[len(decode(ids[:a])) :]
+            if byte_level:
+                alone = decode_with_spans(table, ids[a:b])
+                assert (alone.text, alone.starts.tolist(), alone.ends.tolist()) == (pieces[1].text, pieces[1].starts.tolist(), pieces[1].ends.tolist())
+            checked += 1
+    assert checked > 100

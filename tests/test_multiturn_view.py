@@ -22,7 +22,8 @@ from .conftest import TOKENIZERS_DIR, tiny_model
 
 pytest.importorskip("skyrl_gym", reason="the multi-turn rollouts come from SkyRL's gym generator")
 from .multiturn_rollouts import (  # noqa: E402
-    LLAMA, PROMPTS, QWEN, SCRIPTS, generator_input, gold_generator, teacher_conversation, token_logprobs,
+    LLAMA, PHI3, PROMPTS, QWEN, SCRIPTS, generator_input, gold_generator, student_turn_texts, teacher_conversation,
+    text_in_context, token_logprobs,
 )
 
 def rollouts(tok, multi_turn: bool, tasks=("primes", "sum")):
@@ -35,42 +36,65 @@ def rollouts(tok, multi_turn: bool, tasks=("primes", "sum")):
     return list(tasks), output, output["gold_response_messages"]
 
 
-def group_texts(table, ids, groups, end_ids):
-    """({group: its text as bytes}, [text of each run]): every run of grouped tokens other than end
-    tokens (an assistant turn's text) decoded on its own, as the tokenizer's decoder decodes it
-    (Phi-3's decoder strips the space its normalizer writes before each segment), cut at the tokens' spans."""
+def group_texts(tokenizer, ids, groups, end_ids, one_message):
+    """({group: its text}, [text of each run]) by the tokenizer's own decode (HF's decoder, not
+    GOLD's): every run of grouped tokens other than end tokens (an assistant turn's text), and each
+    group in it, as the text it adds to the decode of its assistant message (text_in_context). A run
+    is a message of its own, or with one_message a part of the message the first run starts (a
+    SentencePiece decoder strips the leading space of a message's text, not of a part inside it)."""
     ids = np.asarray(ids)
-    texts: dict[int, bytes] = {}
-    runs = []
     at = np.flatnonzero((groups >= 0) & ~np.isin(ids, list(end_ids)))
-    for run in np.split(at, np.flatnonzero(np.diff(at) > 1) + 1):
-        decoded = decode_with_spans(table, ids[run].tolist())
-        raw = decoded.text.encode("utf-8")
-        runs.append(decoded.text)
-        for j, position in enumerate(run):
-            g = int(groups[position])
-            texts[g] = texts.get(g, b"") + raw[decoded.starts[j] : decoded.ends[j]]
-    return texts, runs
+    runs = np.split(at, np.flatnonzero(np.diff(at) > 1) + 1) if len(at) else []
+    ids = ids.tolist()
+    texts: dict[int, str] = {}
+    run_texts = []
+    for run in runs:
+        context = int(runs[0][0] if one_message else run[0])
+        run_texts.append(text_in_context(tokenizer, ids, context, int(run[0]), int(run[-1]) + 1))
+        for g in np.unique(groups[run]):
+            members = run[groups[run] == g]
+            texts[int(g)] = text_in_context(tokenizer, ids, context, int(members[0]), int(members[-1]) + 1)
+    return texts, run_texts
 
 
-PHI3 = "phi3-mini"
 BYTE_LEVEL_PAIRS = [(LLAMA, QWEN), (QWEN, LLAMA)]
 # Phi-3: a SentencePiece teacher whose normalizer writes "▁" before every segment between special
 # tokens, and whose template tokens strip the newline after them.
 PAIRS = BYTE_LEVEL_PAIRS + [(LLAMA, PHI3), (QWEN, PHI3)]
+# Phi-3 as the student: its decoder strips the leading space of the text it decodes, so a turn inside
+# one assistant message decodes on its own without the space it has in the message.
+SENTENCEPIECE_STUDENT_PAIRS = [(PHI3, LLAMA), (PHI3, QWEN)]
+STOP_REASONS = {"primes": "length", "sum": "stop", "spacing": "stop"}  # primes: last turn cut; sum: first turn cut
+
+
+def tasks_for(student_name, multi_turn):
+    """The tasks a student's rollouts cover. "spacing" writes its turns as continuations of one
+    assistant message (use_conversation_multi_turn=false; in a message of its own, its turn starting
+    with a newline would join the newline a template writes before the content into one token). With
+    use_conversation_multi_turn a Phi-3 student gets no tool observation: Phi-3's template writes no
+    tool message, so the student would never read what the teacher reads."""
+    if multi_turn:
+        return ("sum",) if student_name == PHI3 else ("primes", "sum")
+    return ("primes", "sum", "spacing")
 
 
 @pytest.mark.parametrize("multi_turn", [True, False], ids=["conversation", "one_message"])
-@pytest.mark.parametrize("student_name,teacher_name", PAIRS)
+@pytest.mark.parametrize("student_name,teacher_name", PAIRS + SENTENCEPIECE_STUDENT_PAIRS)
 def test_teacher_sequence_is_its_template_of_the_recorded_conversation(tokenizers, student_name, teacher_name, multi_turn):
+    """The teacher's sequence is its own template applied to the conversation with each assistant
+    turn as the student's tokenizer decodes it in its message (a continuation turn of a SentencePiece
+    student keeps its leading space: "spacing" and the scripts' later turns start with a word after a
+    space, a word without one and a newline), and every group spells the same text on both sides."""
     s_tok, t_tok = tokenizers[student_name], tokenizers[teacher_name]
-    tasks, output, records = rollouts(s_tok, multi_turn)
-    assert output["stop_reasons"] == ["length", "stop"]  # primes: last turn cut; sum: first turn cut
+    tasks, output, records = rollouts(s_tok, multi_turn, tasks_for(student_name, multi_turn))
+    assert output["stop_reasons"] == [STOP_REASONS[t] for t in tasks]
     for i, task in enumerate(tasks):
         ids, mask = output["response_ids"][i], output["loss_masks"][i]
         view = build_multiturn_view(ids, mask, PROMPTS[task], records[i], s_tok, t_tok, one_assistant_message=not multi_turn)
-        expected = t_tok.apply_chat_template(teacher_conversation(task, records[i], multi_turn), tokenize=True, return_dict=False)
+        turns = student_turn_texts(s_tok, ids, mask, multi_turn, student_end_ids(s_tok))
+        expected = t_tok.apply_chat_template(teacher_conversation(task, records[i], multi_turn, turns), tokenize=True, return_dict=False)
         assert view.prompt_ids + view.response_ids == expected
+        assert view.completion_text == turns[-1]
         assert view.prompt_ids == render_prompt(t_tok, PROMPTS[task])
         assert view.num_turns == len(SCRIPTS[task]["answers"]) == len(assistant_runs(mask))
 
@@ -81,26 +105,23 @@ def test_teacher_sequence_is_its_template_of_the_recorded_conversation(tokenizer
             grouped = side[side >= 0]
             assert np.all(np.diff(grouped) >= 0) and np.array_equal(np.unique(grouped), np.arange(view.num_groups))
         # Every group spells the same text on both sides (the end tokens' group aside).
-        s_table, t_table = token_bytes(s_tok), token_bytes(t_tok)
         t_ids = np.asarray(view.response_ids)
         end_id = teacher_end_id(t_tok)
-        s_texts, _ = group_texts(s_table, ids, s_groups, student_end_ids(s_tok))
-        t_texts, t_runs = group_texts(t_table, t_ids, t_groups, {end_id})
+        s_texts, s_runs = group_texts(s_tok, ids, s_groups, student_end_ids(s_tok), not multi_turn)
+        t_texts, t_runs = group_texts(t_tok, t_ids, t_groups, {end_id}, not multi_turn)
         assert s_texts == t_texts, task
         assert set(t_texts) | set(t_groups[(t_ids == end_id) & (t_groups >= 0)].tolist()) == set(range(view.num_groups))
         # The teacher's grouped tokens are exactly the turns' texts and their end-of-turn tokens.
-        turns = [m["content"] for m in records[i] if m["role"] == "assistant"]
+        assert s_runs == t_runs == turns
         assert t_ids[t_groups >= 0][-1] == end_id
         if multi_turn:
-            assert t_runs == turns and np.sum(t_ids[t_groups >= 0] == end_id) == len(turns)
-        else:
-            assert "".join(t_runs) == "".join(turns)
+            assert np.sum(t_ids[t_groups >= 0] == end_id) == len(turns)
         # One end-of-turn group per turn the template closes; a turn cut by the length limit ends
         # unfinished (the teacher's end token joins its last text group).
         assert view.unfinished == (output["stop_reasons"][i] == "length")
 
 
-@pytest.mark.parametrize("student_name,teacher_name", PAIRS + [(QWEN, QWEN)])
+@pytest.mark.parametrize("student_name,teacher_name", PAIRS + SENTENCEPIECE_STUDENT_PAIRS + [(QWEN, QWEN)])
 @pytest.mark.parametrize("multi_turn", [True, False], ids=["conversation", "one_message"])
 def test_turn_rewards_are_span_log_ratios_of_unpadded_forwards(tokenizers, student_name, teacher_name, multi_turn):
     """Through the functions reward mode runs (collate, padded teacher forward, span rewards): each
@@ -111,7 +132,7 @@ def test_turn_rewards_are_span_log_ratios_of_unpadded_forwards(tokenizers, stude
     family = {LLAMA: "llama", QWEN: "qwen2", PHI3: "llama"}
     student = tiny_model(family[student_name], len(s_tok), seed=11)
     teacher = tiny_model(family[teacher_name], len(t_tok), seed=12)
-    tasks, output, records = rollouts(s_tok, multi_turn)
+    tasks, output, records = rollouts(s_tok, multi_turn, tasks_for(student_name, multi_turn))
     views = [
         build_multiturn_view(output["response_ids"][i], output["loss_masks"][i], PROMPTS[task], records[i], s_tok, t_tok,
                              one_assistant_message=not multi_turn, student_prompt_ids=output["prompt_token_ids"][i])
