@@ -81,7 +81,9 @@ def build_multiturn_view(
 
     The teacher's sequence is its chat template applied to prompt + response messages, with each
     assistant turn's content replaced by the text of the student's tokens of that turn (a final
-    student end token excluded; special tokens inside are literal text, as in build_teacher_view)
+    student end token excluded; special tokens inside are literal text, as in build_teacher_view; a
+    turn inside one assistant message other than its first is decoded as it reads in the message,
+    see _turn_texts)
     and tokenized on its own as build_teacher_view tokenizes a completion; the template's text
     around the turns is tokenized piece by piece (as SkyRL tokenizes observations). Where the
     template writes each turn's text verbatim and no token crosses a piece boundary, this is
