@@ -179,3 +179,27 @@ def stock_distillation_rewards(cfg, output, uids, batch, student, teacher):
     with without_ray():
         stock_batch = stock.fwd_logprobs_values_reward(stock.convert_to_training_input(output, uids))
     return -(stock_batch["action_log_probs"] - stock_batch["base_action_log_probs"]) * stock_batch["loss_mask"]
+
+
+def loss_mode_training(trainer, cfg, student):
+    """A GOLD policy worker that trains `student` in loss mode, and one training step of it as the
+    trainer runs it: (worker, step(batch) -> the step's metrics). 0.4.0: the trainer's
+    train_critic_and_policy through SkyRL's dispatch, with the worker as its policy group; the
+    metrics it returns and those it logs."""
+    worker = policy_worker(cfg, student)
+    with_workers(trainer, cfg, worker, trainer.ref_model.worker)
+
+    def step(batch):
+        trainer.all_metrics = {}
+        with without_ray():
+            status = trainer.train_critic_and_policy(batch)
+        return {**status, **trainer.all_metrics}
+
+    return worker, step
+
+
+def loss_mode_backward(worker, batch) -> dict:
+    """One forward and backward of the loss-mode worker over the batch's micro-batches (no
+    optimizer step): its metrics."""
+    with without_ray():
+        return worker.forward_backward(batch).metrics

@@ -22,7 +22,7 @@ from skyrl_train.model_wrapper import HFModelWrapper
 from skyrl_train.training_batch import TrainingInputBatch, TrainingOutputBatch  # noqa: F401  (TrainingInputBatch: for tests)
 from skyrl_train.utils import initialize_ray, validate_cfg  # noqa: F401  (initialize_ray: for tests)
 
-from .standins import WORKER_KWARGS, CPUStrategy, DummyDataset
+from .standins import WORKER_KWARGS, CPUStrategy, DummyDataset, without_ray
 
 VERSION = SKYRL031
 ADAPTER = "gold_distillation.adapters.skyrl031"
@@ -189,3 +189,23 @@ def stock_distillation_rewards(cfg, output, uids, batch, student, teacher):
     with torch.no_grad():
         base = wrap(teacher)(batch["sequences"], batch.metadata["response_length"], batch["attention_mask"])
     return -(batch["action_log_probs"] - base) * batch["loss_mask"]
+
+
+def loss_mode_training(trainer, cfg, student):
+    """A GOLD policy worker that trains `student` in loss mode, and one training step of it as the
+    trainer runs it: (worker, step(batch) -> the step's metrics). 0.3.1: the worker's ppo_train
+    (the call the trainer makes through its actor group), its train_status."""
+    worker = policy_worker(cfg, student)
+
+    def step(batch):
+        with without_ray():
+            return worker.ppo_train(batch).metadata["train_status"]
+
+    return worker, step
+
+
+def loss_mode_backward(worker, batch) -> dict:
+    """One forward and backward of the loss-mode worker (no optimizer step), on the batch's first
+    micro-batch: its metrics."""
+    worker.gold_micro_batches = iter(batch.chunk(batch.batch_size))
+    return worker.forward_backward(None, accumulation_steps=1)
