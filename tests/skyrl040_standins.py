@@ -19,6 +19,7 @@ from gold_distillation.adapters.skyrl040.trainer import GOLDDistillationTrainer,
 from gold_distillation.adapters.skyrl040.workers import GOLDPolicyWorkerBase, GOLDRefWorkerBase
 from gold_distillation.gold_setup import load_tokenizer
 from skyrl.backends.skyrl_train.distributed.dispatch import ActorInfo, MeshRank
+from skyrl.backends.skyrl_train.training_batch import TrainingInputBatch  # noqa: F401  (for tests)
 from skyrl.backends.skyrl_train.workers.fsdp.fsdp_worker import FSDPRefWorkerBase
 from skyrl.backends.skyrl_train.workers.model_wrapper import HFModelWrapper
 from skyrl.backends.skyrl_train.workers.worker_dispatch import WorkerDispatch

@@ -17,12 +17,6 @@ if installed_skyrl() is None:
 skyrl = importlib.import_module({SKYRL040: ".skyrl040_standins", SKYRL031: ".skyrl_standins"}[installed_skyrl()], __package__)
 
 
-def only_on(version, why: str):
-    """Mark a test that is specific to one SkyRL version (skipped on the other, saying why)."""
-    names = {SKYRL031: "skyrl-train 0.3.1", SKYRL040: "skyrl 0.4.0"}
-    return pytest.mark.skipif(skyrl.VERSION != version, reason=f"{names[version]} test ({why}); this environment has {names[skyrl.VERSION]}")
-
-
 def fsdp_workers():
     """SkyRL's FSDP worker classes, as BasePPOExp hands them to the trainer: (policy, critic, ref)."""
     module = importlib.import_module(skyrl.FSDP_WORKER_MODULE)
