@@ -1,22 +1,50 @@
 """skyrl 0.4.0 test stand-ins: workers are plain objects around tiny HF models in SkyRL's model
 wrapper (no Ray, no GPU), put behind SkyRL's real WorkerDispatch through one-rank actor groups, so
-the trainer's dispatch calls, WorkerOutput concatenation and staging run as in a real run."""
+the trainer's dispatch calls, WorkerOutput concatenation and staging run as in a real run.
+skyrl_standins.py defines the same names for skyrl-train 0.3.1; tests get the installed one from
+skyrl_versions.py."""
 
 from . import needs_skyrl040  # noqa: F401  (first: skips this module without skyrl 0.4.0)
 
-from contextlib import contextmanager
+import dataclasses
+from contextlib import nullcontext
 from types import SimpleNamespace
-from unittest.mock import patch
+from unittest.mock import MagicMock
 
 import torch
 
-from gold_distillation.adapters.skyrl040.config import config_from_cli
+from gold_distillation.adapters import SKYRL040
+from gold_distillation.adapters.skyrl040.config import config_from_cli, validate_run_config  # noqa: F401  (for tests)
+from gold_distillation.adapters.skyrl040.trainer import GOLDDistillationTrainer, GOLDGymGenerator
 from gold_distillation.adapters.skyrl040.workers import GOLDPolicyWorkerBase, GOLDRefWorkerBase
+from gold_distillation.gold_setup import load_tokenizer
 from skyrl.backends.skyrl_train.distributed.dispatch import ActorInfo, MeshRank
+from skyrl.backends.skyrl_train.training_batch import TrainingInputBatch  # noqa: F401  (for tests)
+from skyrl.backends.skyrl_train.workers.fsdp.fsdp_worker import FSDPRefWorkerBase
 from skyrl.backends.skyrl_train.workers.model_wrapper import HFModelWrapper
 from skyrl.backends.skyrl_train.workers.worker_dispatch import WorkerDispatch
+from skyrl.train.trainer import RayPPOTrainer
+from skyrl.train.utils import initialize_ray  # noqa: F401  (for tests)
 
-WORKER_KWARGS = dict(world_size=1, rank=0, local_rank=0, master_addr="localhost", master_port=12345, sequence_parallel_size=1)
+from .standins import WORKER_KWARGS, CPUStrategy, without_ray
+
+VERSION = SKYRL040
+ADAPTER = "gold_distillation.adapters.skyrl040"
+TRAINER_MODULE = "skyrl.train.trainer"
+FSDP_WORKER_MODULE = "skyrl.backends.skyrl_train.workers.fsdp.fsdp_worker"
+PPO_UTILS_MODULE = "skyrl.backends.skyrl_train.utils.ppo_utils"
+# Reward mode's policy loss: SkyRL's own (0.4.0 has it built in).
+IMPORTANCE_SAMPLING_LOSS = f"{PPO_UTILS_MODULE}.importance_sampling_loss"
+# skyrl 0.4.0 needs no import fix in a worker process.
+WORKER_PROCESS_FIXES = {}
+# How the first call that needs a GPU fails on CPU: torch.distributed.init_process_group(backend=
+# "cpu:gloo,cuda:nccl") in skyrl/backends/skyrl_train/workers/worker.py, whose NCCL group needs CUDA.
+NO_GPU_ERROR = "(?s)init_process_group.*ProcessGroupNCCL"
+# The names build_models takes from SkyRL's trainer module that need a Ray cluster.
+RAY_IN_BUILD_MODELS = ("PPORayActorGroup", "WorkerDispatch", "placement_group", "get_ray_pg_ready_with_timeout")
+config_dict = dataclasses.asdict  # a config section as plain Python
+editable = nullcontext  # 0.4.0's dataclass configs take new values as they are
+
 ONE_RANK = MeshRank(dp=0, sp=0, tp=0, pp=0, world_size=1, dp_size=1, pp_size=1)
 
 
@@ -37,8 +65,34 @@ def gold_cfg(student_path, teacher_path, *overrides, batch_size=3):
     ])
 
 
+def ray_cluster_overrides(log_dir) -> tuple[str, ...]:
+    """Overrides for the config SkyRL's initialize_ray starts a test cluster from: its logs in log_dir."""
+    return (f"trainer.log_path={log_dir}",)
+
+
+def worker_cfg(cfg):
+    """The config a 0.4.0 worker is created with: cfg.trainer (which holds the gold section)."""
+    return cfg.trainer
+
+
 def wrap(model):
     return HFModelWrapper(model, use_flash_attention_2=False, bf16=False, remove_microbatch_padding=False)
+
+
+def gym_generator(cfg, engine, tokenizer, model_path):
+    """GOLDGymGenerator (SkyRL 0.4.0's gym generator) around a stand-in inference engine client."""
+    return GOLDGymGenerator(generator_cfg=cfg.generator, skyrl_gym_cfg=cfg.environment.skyrl_gym,
+                            inference_engine_client=engine, tokenizer=tokenizer, policy_model_name=model_path)
+
+
+def plain_trainer(cfg, generator=None):
+    """The GOLD trainer as GOLDDistillationExp builds it, without worker groups or an inference engine
+    (the generator: a stand-in GOLDGymGenerator unless given)."""
+    return GOLDDistillationTrainer(
+        cfg=cfg, tracker=None, tokenizer=load_tokenizer(cfg.trainer.policy.model.path), train_dataset=None,
+        inference_engine_client=None, generator=generator or MagicMock(spec=GOLDGymGenerator),
+        teacher_tokenizer=load_tokenizer(cfg.trainer.ref.model.path),
+    )
 
 
 class Handle:
@@ -71,28 +125,6 @@ class OneRankGroup:
         pass
 
 
-def dispatch_for(cfg, policy_worker, ref_worker):
-    """SkyRL's dispatch over one-rank groups; ref_worker None: no ref group (a served teacher)."""
-    ref_group = OneRankGroup(ref_worker) if ref_worker is not None else None
-    return WorkerDispatch(cfg, policy_actor_group=OneRankGroup(policy_worker), ref_actor_group=ref_group)
-
-
-class CPUStrategy:
-    """The parts of SkyRL's FSDP strategy a single-process CPU training step uses."""
-
-    def backward(self, loss, model, optimizer):
-        loss.backward()
-
-    def optimizer_step(self, optimizer, model, scheduler, name=None):
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-        return grad_norm
-
-    def all_reduce(self, data, op="mean", group=None):
-        return data
-
-
 def ref_worker(cfg, model, worker_class=GOLDRefWorkerBase):
     worker = worker_class(cfg=cfg.trainer, **WORKER_KWARGS)
     worker.model = wrap(model)
@@ -102,6 +134,7 @@ def ref_worker(cfg, model, worker_class=GOLDRefWorkerBase):
 
 
 def policy_worker(cfg, model, lr=3e-3):
+    """The GOLD policy worker as a plain object that can train `model` on CPU."""
     worker = GOLDPolicyWorkerBase(cfg=cfg.trainer, **WORKER_KWARGS)
     worker.model = wrap(model)
     worker.setup_gold()
@@ -113,52 +146,61 @@ def policy_worker(cfg, model, lr=3e-3):
     return worker
 
 
-@contextmanager
-def without_ray():
-    """Trainer and dispatch code with ray.get/ray.put as the identity (stand-in groups return
-    values, not object refs), and SkyRL's stock workers' CUDA device as the CPU."""
-    with patch("ray.get", side_effect=lambda x: x), patch("ray.put", side_effect=lambda x: x), patch(
-        "torch.cuda.current_device", return_value="cpu"
-    ), patch("torch.distributed.barrier"):
-        yield
+def with_workers(trainer, cfg, policy, ref):
+    """The trainer's dispatch over one-rank groups of the given workers; ref None: no ref group (a served teacher)."""
+    ref_group = OneRankGroup(ref) if ref is not None else None
+    trainer.dispatch = WorkerDispatch(cfg, policy_actor_group=OneRankGroup(policy), ref_actor_group=ref_group)
+    trainer.policy_model, trainer.ref_model = trainer.dispatch._actor_groups["policy"], trainer.dispatch._actor_groups.get("ref")
+    return trainer
 
 
-class DummyDataset:
-    def __len__(self):
-        return 1
-
-    def __getitem__(self, i):
-        return "dummy"
-
-    def collate_fn(self, batch):
-        return batch
+def gold_trainer(cfg, student, teacher=None, generator=None):
+    """The trainer with its dispatch over the GOLD policy worker around `student` and, with a
+    teacher model, the GOLD ref worker."""
+    return with_workers(plain_trainer(cfg, generator), cfg, policy_worker(cfg, student),
+                        ref_worker(cfg, teacher) if teacher is not None else None)
 
 
-# The GOLD run modes and the overrides that select them.
-MODES = {"reward": [], "loss": ["gold.mode=loss"], "uld_reward": ["gold.uld_reward_coef=0.5"]}
+def one_data_parallel_rank(trainer):
+    """The trainer sees one data-parallel rank (no padding rows), without worker groups."""
+    trainer.dispatch = SimpleNamespace(get_lcm_dp_size=lambda: 1)
 
 
-def plain_trainer(cfg, generator=None):
-    """The GOLD trainer as GOLDDistillationExp builds it, without worker groups or an inference engine
-    (the generator: a stand-in GOLDGymGenerator unless given)."""
-    from unittest.mock import MagicMock
-
-    from gold_distillation.adapters.skyrl040.trainer import GOLDDistillationTrainer, GOLDGymGenerator
-    from gold_distillation.gold_setup import load_tokenizer
-
-    return GOLDDistillationTrainer(
-        cfg=cfg, tracker=None, tokenizer=load_tokenizer(cfg.trainer.policy.model.path), train_dataset=None,
-        inference_engine_client=None, generator=generator or MagicMock(spec=GOLDGymGenerator),
-        teacher_tokenizer=load_tokenizer(cfg.trainer.ref.model.path),
-    )
+def postprocess(trainer, output, uids):
+    """The trainer's postprocess_generator_output: (output, uids)."""
+    return trainer.postprocess_generator_output(output, uids)
 
 
-def classes_handed_to_skyrl(trainer) -> dict:
-    """The worker classes the trainer passes on to SkyRL's build_models when BasePPOExp hands it
-    SkyRL's FSDP workers (as its _setup_trainer does for trainer.strategy=fsdp): {"policy", "critic", "ref"}."""
-    from skyrl.backends.skyrl_train.workers.fsdp.fsdp_worker import CriticWorker, PolicyWorker, RefWorker
-    from skyrl.train.trainer import RayPPOTrainer
+def stock_distillation_rewards(cfg, output, uids, batch, student, teacher):
+    """SkyRL's on-policy distillation rewards, -(logp_student - logp_teacher) * loss_mask, on the
+    generator output: SkyRL 0.4.0's own trainer and stock ref worker give base_action_log_probs."""
+    stock = RayPPOTrainer(cfg=cfg, tracker=None, tokenizer=load_tokenizer(cfg.trainer.policy.model.path), train_dataset=None,
+                          inference_engine_client=None, generator=MagicMock(spec=GOLDGymGenerator))
+    with_workers(stock, cfg, policy_worker(cfg, student), ref_worker(cfg, teacher, FSDPRefWorkerBase))
+    with without_ray():
+        stock_batch = stock.fwd_logprobs_values_reward(stock.convert_to_training_input(output, uids))
+    return -(stock_batch["action_log_probs"] - stock_batch["base_action_log_probs"]) * stock_batch["loss_mask"]
 
-    with patch.object(RayPPOTrainer, "build_models") as build:
-        trainer.build_models(PolicyWorker, CriticWorker, RefWorker)
-    return dict(zip(("policy", "critic", "ref"), build.call_args.args))
+
+def loss_mode_training(trainer, cfg, student):
+    """A GOLD policy worker that trains `student` in loss mode, and one training step of it as the
+    trainer runs it: (worker, step(batch) -> the step's metrics). 0.4.0: the trainer's
+    train_critic_and_policy through SkyRL's dispatch, with the worker as its policy group; the
+    metrics it returns and those it logs."""
+    worker = policy_worker(cfg, student)
+    with_workers(trainer, cfg, worker, trainer.ref_model.worker)
+
+    def step(batch):
+        trainer.all_metrics = {}
+        with without_ray():
+            status = trainer.train_critic_and_policy(batch)
+        return {**status, **trainer.all_metrics}
+
+    return worker, step
+
+
+def loss_mode_backward(worker, batch) -> dict:
+    """One forward and backward of the loss-mode worker over the batch's micro-batches (no
+    optimizer step): its metrics."""
+    with without_ray():
+        return worker.forward_backward(batch).metrics

@@ -1,25 +1,47 @@
-"""Stand-ins for SkyRL's Ray worker groups, built the way SkyRL's own CPU tests build theirs:
-workers are plain objects (no Ray, no GPU) around tiny HF models in SkyRL's model wrapper."""
+"""skyrl-train 0.3.1 test stand-ins, built the way SkyRL's own CPU tests build theirs: workers are
+plain objects (no Ray, no GPU) around tiny HF models in SkyRL's model wrapper, in one-worker groups
+that the trainer calls directly. skyrl040_standins.py defines the same names for skyrl 0.4.0;
+tests get the installed one from skyrl_versions.py."""
 
 from . import needs_skyrl031  # noqa: F401  (first: skips its importers without skyrl-train 0.3.1)
 
-from unittest.mock import MagicMock, patch
+from unittest.mock import MagicMock
 
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
+from gold_distillation.adapters import SKYRL031
 from gold_distillation.adapters.skyrl031.main import CONFIG_DIR
 from gold_distillation.adapters.skyrl031.trainer import GOLDDistillationTrainer, GOLDGymGenerator
+from gold_distillation.adapters.skyrl031.workers import GOLDPolicyWorkerBase, GOLDRefWorkerBase
+from gold_distillation.config import validate_run_config  # noqa: F401  (the version's name for tests)
+from gold_distillation.gold_setup import load_tokenizer
 from skyrl_train.distributed.dispatch import ActorInfo, MeshRank
 from skyrl_train.model_wrapper import HFModelWrapper
-from skyrl_train.training_batch import TrainingInputBatch, TrainingOutputBatch
-from skyrl_train.utils import validate_cfg
+from skyrl_train.training_batch import TrainingInputBatch, TrainingOutputBatch  # noqa: F401  (TrainingInputBatch: for tests)
+from skyrl_train.utils import initialize_ray, validate_cfg  # noqa: F401  (initialize_ray: for tests)
 
-WORKER_KWARGS = dict(world_size=1, rank=0, local_rank=0, master_addr="localhost", master_port=12345, sequence_parallel_size=1)
+from .standins import WORKER_KWARGS, CPUStrategy, DummyDataset, without_ray
+
+VERSION = SKYRL031
+ADAPTER = "gold_distillation.adapters.skyrl031"
+TRAINER_MODULE = "skyrl_train.trainer"
+FSDP_WORKER_MODULE = "skyrl_train.workers.fsdp.fsdp_worker"
+PPO_UTILS_MODULE = "skyrl_train.utils.ppo_utils"
+# Reward mode's policy loss: GOLD registers its own under SkyRL's name (adapters/skyrl031/policy_losses.py).
+IMPORTANCE_SAMPLING_LOSS = f"{ADAPTER}.policy_losses.importance_sampling_loss"
+# What the 0.3.1 import fix (adapters/skyrl031/__init__.py) sets in a worker process: {attribute: the object it must be}.
+WORKER_PROCESS_FIXES = {"skyrl_train.distributed.fsdp_utils.MixedPrecisionPolicy": "torch.distributed.fsdp.MixedPrecisionPolicy"}
+# How the first call that needs a GPU fails on CPU (init_worker_process_group's NCCL process group).
+NO_GPU_ERROR = "(?i)nccl|cuda"
+# The names build_models takes from SkyRL's trainer module that need a Ray cluster.
+RAY_IN_BUILD_MODELS = ("PPORayActorGroup", "placement_group", "get_ray_pg_ready_with_timeout")
+config_dict = OmegaConf.to_container  # a config section as plain Python
+editable = open_dict  # `with editable(cfg):` allows setting keys
 
 
-def gold_cfg(student_path, teacher_path, *overrides):
+def gold_cfg(student_path, teacher_path, *overrides, batch_size=2):
     """The GOLD hydra config, composed as the entrypoint composes it, validated by SkyRL."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = compose(
@@ -28,8 +50,8 @@ def gold_cfg(student_path, teacher_path, *overrides):
                 f"trainer.policy.model.path={student_path}",
                 f"trainer.ref.model.path={teacher_path}",
                 "trainer.logger=console",
-                "trainer.train_batch_size=2",
-                "trainer.policy_mini_batch_size=2",
+                f"trainer.train_batch_size={batch_size}",
+                f"trainer.policy_mini_batch_size={batch_size}",
                 "trainer.micro_train_batch_size_per_gpu=1",
                 "trainer.micro_forward_batch_size_per_gpu=2",
                 "generator.n_samples_per_prompt=1",
@@ -43,34 +65,39 @@ def gold_cfg(student_path, teacher_path, *overrides):
     return cfg
 
 
-# The GOLD run modes and the overrides that select them.
-MODES = {"reward": [], "loss": ["gold.mode=loss"], "uld_reward": ["gold.uld_reward_coef=0.5"]}
+def ray_cluster_overrides(log_dir) -> tuple[str, ...]:
+    """Overrides for the config SkyRL's initialize_ray starts a test cluster from: one GPU per worker
+    (as in gold_cfg; the critic's default is 4), so no peer-access probe."""
+    return ("trainer.placement.critic_num_gpus_per_node=1",)
+
+
+def worker_cfg(cfg):
+    """The config a 0.3.1 worker is created with: all of it."""
+    return cfg
+
+
+def wrap(model):
+    return HFModelWrapper(model, use_flash_attention_2=False, bf16=False, use_sample_packing=False)
+
+
+def stand_in_generator():
+    """A generator the trainer accepts (a GOLDGymGenerator by type); tests set its generate."""
+    return MagicMock(spec=GOLDGymGenerator)
+
+
+def gym_generator(cfg, engine, tokenizer, model_path):
+    """GOLDGymGenerator (SkyRL's gym generator) around a stand-in inference engine client."""
+    return GOLDGymGenerator(generator_cfg=cfg.generator, skyrl_gym_cfg=cfg.environment.skyrl_gym,
+                            inference_engine_client=engine, tokenizer=tokenizer, model_name=model_path)
 
 
 def plain_trainer(cfg, generator=None):
     """The GOLD trainer as GOLDDistillationExp builds it, without worker groups."""
-    from gold_distillation.gold_setup import load_tokenizer
-
     return GOLDDistillationTrainer(
         cfg=cfg, tracker=None, tokenizer=load_tokenizer(cfg.trainer.policy.model.path), train_dataset=DummyDataset(),
         eval_dataset=None, inference_engine_client=None, generator=generator or stand_in_generator(),
         teacher_tokenizer=load_tokenizer(cfg.trainer.ref.model.path),
     )
-
-
-def classes_handed_to_skyrl(trainer) -> dict:
-    """The worker classes the trainer passes on to SkyRL's build_models when BasePPOExp hands it
-    SkyRL's FSDP workers (as its _setup_trainer does): {"policy", "critic", "ref"}."""
-    from skyrl_train.trainer import RayPPOTrainer
-    from skyrl_train.workers.fsdp.fsdp_worker import CriticWorker, PolicyWorker, RefWorker
-
-    with patch.object(RayPPOTrainer, "build_models") as build:
-        trainer.build_models(PolicyWorker, CriticWorker, RefWorker)
-    return dict(zip(("policy", "critic", "ref"), build.call_args.args))
-
-
-def wrap(model):
-    return HFModelWrapper(model, use_flash_attention_2=False, bf16=False, use_sample_packing=False)
 
 
 class StudentForward:
@@ -83,6 +110,20 @@ class StudentForward:
         with torch.no_grad():
             out = self.model(data["sequences"], data.metadata["response_length"], data["attention_mask"], temperature=self.temperature)
         return TrainingOutputBatch({"output": out})
+
+
+class PolicyStandIn:
+    """The policy worker's forward: SkyRL's student forward, and the GOLD policy worker's when the
+    batch carries student group ids (the reward-mode ULD term), as GOLDPolicyWorkerBase dispatches."""
+
+    def __init__(self, cfg, model):
+        self.plain = StudentForward(wrap(model), cfg.generator.sampling_params.temperature)
+        self.gold = GOLDPolicyWorkerBase(cfg=cfg, **WORKER_KWARGS)
+        self.gold.model = wrap(model)
+        self.gold.setup_gold()
+
+    def forward(self, data):
+        return (self.gold if "student_group_ids" in data else self.plain).forward(data)
 
 
 class StandInGroup:
@@ -102,59 +143,69 @@ class StandInGroup:
         pass
 
 
-def stand_in_generator():
-    """A generator the trainer accepts (a GOLDGymGenerator by type); tests set its generate."""
-    return MagicMock(spec=GOLDGymGenerator)
-
-
-class DummyDataset:
-    def __len__(self):
-        return 1
-
-    def __getitem__(self, i):
-        return "dummy"
-
-    def collate_fn(self, batch):
-        return batch
-
-
-def plain_ref_worker(cfg, model):
+def ref_worker(cfg, model):
     """The GOLD ref worker as a plain object around a tiny teacher."""
-    from gold_distillation.adapters.skyrl031.workers import GOLDRefWorkerBase
-
     worker = GOLDRefWorkerBase(cfg=cfg, **WORKER_KWARGS)
     worker.model = wrap(model)
     worker.setup_gold()
     return worker
 
 
-class CPUStrategy:
-    """The parts of SkyRL's FSDP strategy that a single-process CPU policy step uses."""
-
-    def backward(self, loss, model, optimizer):
-        loss.backward()
-
-    def optimizer_step(self, optimizer, model, scheduler, name=None):
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-        return grad_norm
-
-    def all_reduce(self, status):
-        return status
-
-    def is_rank_0(self):
-        return False
+def policy_worker(cfg, model, lr=3e-3):
+    """The GOLD policy worker as a plain object that can train `model` on CPU."""
+    worker = GOLDPolicyWorkerBase(cfg=cfg, **WORKER_KWARGS)
+    worker.model = wrap(model)
+    worker.setup_gold()
+    worker.optimizer = torch.optim.Adam(worker.model.parameters(), lr=lr)
+    worker.scheduler = MagicMock(get_last_lr=lambda: [lr])
+    worker.strategy = CPUStrategy()
+    worker.policy_mini_batch_size_per_gpu = cfg.trainer.policy_mini_batch_size
+    return worker
 
 
-def run_without_ray(fn, *args, **kwargs):
-    """Run trainer code with ray.get as the identity (stand-in groups return values, not refs)."""
-    with patch("ray.get", side_effect=lambda x: x), patch("torch.distributed.barrier"):
-        return fn(*args, **kwargs)
+def gold_trainer(cfg, student, teacher=None, generator=None):
+    """The trainer with a stand-in student group and, with a teacher model, the GOLD ref worker's."""
+    trainer = plain_trainer(cfg, generator)
+    trainer.policy_model = StandInGroup(PolicyStandIn(cfg, student))
+    if teacher is not None:
+        trainer.ref_model = StandInGroup(ref_worker(cfg, teacher))
+    return trainer
 
 
-__all__ = [
-    "CPUStrategy", "DummyDataset", "MODES", "MagicMock", "StandInGroup", "StudentForward", "TrainingInputBatch",
-    "WORKER_KWARGS", "classes_handed_to_skyrl", "gold_cfg", "open_dict", "plain_ref_worker",
-    "plain_trainer", "run_without_ray", "stand_in_generator", "wrap",
-]
+def one_data_parallel_rank(trainer):
+    """The trainer sees one data-parallel rank (no padding rows), without worker groups."""
+    trainer.policy_model = StandInGroup(None)
+
+
+def postprocess(trainer, output, uids):
+    """The trainer's postprocess_generator_output: (output, uids)."""
+    return trainer.postprocess_generator_output(output, uids), uids
+
+
+def stock_distillation_rewards(cfg, output, uids, batch, student, teacher):
+    """SkyRL's on-policy distillation rewards, -(logp_student - logp_teacher) * loss_mask, for
+    `batch` (the GOLD trainer's batch of output): the teacher's log-probs as SkyRL's stock ref
+    worker computes them, its model wrapper's forward of the student's own sequences."""
+    with torch.no_grad():
+        base = wrap(teacher)(batch["sequences"], batch.metadata["response_length"], batch["attention_mask"])
+    return -(batch["action_log_probs"] - base) * batch["loss_mask"]
+
+
+def loss_mode_training(trainer, cfg, student):
+    """A GOLD policy worker that trains `student` in loss mode, and one training step of it as the
+    trainer runs it: (worker, step(batch) -> the step's metrics). 0.3.1: the worker's ppo_train
+    (the call the trainer makes through its actor group), its train_status."""
+    worker = policy_worker(cfg, student)
+
+    def step(batch):
+        with without_ray():
+            return worker.ppo_train(batch).metadata["train_status"]
+
+    return worker, step
+
+
+def loss_mode_backward(worker, batch) -> dict:
+    """One forward and backward of the loss-mode worker (no optimizer step), on the batch's first
+    micro-batch: its metrics."""
+    worker.gold_micro_batches = iter(batch.chunk(batch.batch_size))
+    return worker.forward_backward(None, accumulation_steps=1)

@@ -9,7 +9,7 @@ from gold_distillation.config import validate_run_config
 from gold_distillation.gold_setup import load_tokenizer
 
 from .skyrl_standins import gold_cfg, plain_trainer
-from .test_trainer import LLAMA, QWEN
+from .standins import LLAMA, QWEN
 
 
 def test_config_composes_with_gold_overrides():

@@ -42,7 +42,7 @@ def test_reward_mode_reduces_as_skyrls_on_policy_distillation_example():
     """skyrl-train 0.3.1's examples/on_policy_distillation reduces its importance_sampling loss with
     seq_mean_token_sum_norm and config.max_seq_len; GOLD's reward mode does so by default."""
     from .skyrl_standins import gold_cfg
-    from .test_trainer import LLAMA, QWEN
+    from .standins import LLAMA, QWEN
 
     cfg = gold_cfg(LLAMA, QWEN, "generator.sampling_params.max_generate_length=96", "trainer.max_prompt_length=32")
     algorithm = cfg.trainer.algorithm

@@ -60,16 +60,9 @@ def client(server, tok, **kwargs):
 @pytest.mark.parametrize("truncate", [False, True])
 @pytest.mark.parametrize("pair", list(PAIRS))
 def test_served_span_logprobs_and_rewards_equal_the_ref_worker_path(tokenizers, pair, truncate):
-    from gold_distillation.adapters import SKYRL040, installed_skyrl
     from gold_distillation.gold_steps import teacher_forward
 
-    # The ref worker's teacher pass: the installed SkyRL's model wrapper and batch.
-    if installed_skyrl() == SKYRL040:
-        from skyrl.backends.skyrl_train.training_batch import TrainingInputBatch
-
-        from .skyrl040_standins import wrap
-    else:
-        from .skyrl_standins import TrainingInputBatch, wrap
+    from .skyrl_versions import skyrl  # the ref worker's teacher pass: the installed SkyRL's model wrapper and batch
 
     student_name, teacher_name, family = PAIRS[pair]
     t_tok = tokenizers[teacher_name]
@@ -83,13 +76,13 @@ def test_served_span_logprobs_and_rewards_equal_the_ref_worker_path(tokenizers, 
         views, collated = views_for(tokenizers, student_name, teacher_name, limit)
         assert all(v.truncated for v in views) and all(v.response_ids for v in views)
 
-    batch = TrainingInputBatch({
+    batch = skyrl.TrainingInputBatch({
         "teacher_sequences": collated.sequences, "teacher_attention_mask": collated.attention_mask,
         "teacher_group_ids": collated.teacher_group_ids,
     })
     batch.metadata = {"gold_num_groups": collated.num_groups}
     with torch.no_grad():
-        expected = teacher_forward(wrap(teacher), batch, GOLDConfig())
+        expected = teacher_forward(skyrl.wrap(teacher), batch, GOLDConfig())
 
     with StandInVLLM(t_tok, teacher) as server:
         served = client(server, t_tok)
@@ -300,11 +293,11 @@ def test_served_teacher_settings_are_validated_naming_the_key(changes, key):
         assert "gold.mode" in str(err.value) and "gold.uld_reward_coef" in str(err.value)
 
 
-def test_served_teacher_settings_compose_through_hydra():
-    from .skyrl_standins import gold_cfg
-    from .test_trainer import LLAMA, QWEN
+def test_served_teacher_settings_compose_through_the_run_config():
+    from .skyrl_versions import skyrl
+    from .standins import LLAMA, QWEN
 
-    cfg = gold_cfg(LLAMA, QWEN, "gold.teacher_backend=served", "gold.teacher_url=http://h:8000", "gold.teacher_concurrency=8")
+    cfg = skyrl.gold_cfg(LLAMA, QWEN, "gold.teacher_backend=served", "gold.teacher_url=http://h:8000", "gold.teacher_concurrency=8")
     validate_gold_config(cfg.gold)
     assert (cfg.gold.teacher_backend, cfg.gold.teacher_url, cfg.gold.teacher_concurrency) == ("served", "http://h:8000", 8)
     assert GOLDConfig().teacher_backend == "ref_worker"

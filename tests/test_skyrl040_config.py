@@ -13,10 +13,8 @@ from gold_distillation.adapters.skyrl040.main import main
 from gold_distillation.config import GOLDConfig
 from skyrl.train.utils import validate_cfg
 
-from .conftest import TOKENIZERS_DIR
 from .skyrl040_standins import gold_cfg
-
-LLAMA, QWEN = str(TOKENIZERS_DIR / "llama3.1-instruct"), str(TOKENIZERS_DIR / "qwen2.5-instruct")
+from .standins import LLAMA, QWEN
 
 
 def test_partial_gold_overrides_keep_the_other_defaults_and_reach_the_workers():
