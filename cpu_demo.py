@@ -24,14 +24,15 @@ import copy
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from .alignment import decode_with_spans, token_bytes
-from .config import GOLDConfig, validate_gold_config
+from .config import GOLDConfig, needs_teacher_distributions, validate_gold_config
 from .demo_task import (
     OPERAND_MAX,
     Problem,
@@ -107,17 +108,31 @@ def pack(prompts: list[list[int]], responses: list[list[int]], pad_id: int) -> B
     return Batch(seq, attn, seq[:, p:], attn[:, p:])
 
 
+class _DrawNext(LogitsProcessor):
+    """Draws each next token from softmax(scores) by inverse-CDF sampling and returns scores whose
+    argmax is the draw, so that greedy decoding takes it: the distribution HF's sampling draws
+    from, at a seventh of the cost of its multinomial over a 128k-token vocabulary (measured)."""
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        cdf = torch.softmax(scores.float(), -1).cumsum(-1, dtype=torch.float64)
+        u = torch.rand(scores.shape[0], 1, dtype=torch.float64) * cdf[:, -1:]
+        # right=True: the first token whose cumulative mass exceeds u, never one of probability 0.
+        pick = torch.searchsorted(cdf, u, right=True).clamp(max=scores.shape[-1] - 1)
+        return torch.full_like(scores, float("-inf")).scatter(-1, pick, 0.0)
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], sample: bool) -> list[list[int]]:
     """Responses (up to and including the first EOS) to left-padded prompts; sample=True draws
-    from the model's full distribution (on-policy: the one its log-probs are computed from), else
-    greedy."""
+    from the model's full distribution at temperature 1 (on-policy: the one its log-probs are
+    computed from), else greedy."""
     batch = pack(prompts, [[]] * len(prompts), tokenizer.pad_token_id)
     width = batch.sequences.shape[1] - 1
     out = model.generate(
         input_ids=batch.sequences[:, :width], attention_mask=batch.attention_mask[:, :width],
-        max_new_tokens=MAX_NEW_TOKENS, do_sample=sample, temperature=1.0 if sample else None, top_k=None,
-        top_p=None, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        max_new_tokens=MAX_NEW_TOKENS, do_sample=False, temperature=None, top_k=None, top_p=None,
+        logits_processor=LogitsProcessorList([_DrawNext()] if sample else []),
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
     )[:, width:]
     responses = []
     for row in out.tolist():
@@ -170,9 +185,10 @@ def make_world(student_tok, teacher_tok, teacher, gold: GOLDConfig, problems: li
 
 
 @torch.no_grad()
-def teacher_signal(world: World, problems: list[Problem], responses: list[list[int]], width: int):
+def teacher_signal(world: World, problems: list[Problem], responses: list[list[int]], width: int, with_distributions: bool = True):
     """Teacher view + alignment of the student responses, and the teacher payload computed the
-    way the GOLD ref worker computes it. Returns (payload, student group ids [B, width], metrics
+    way the GOLD ref worker computes it (with_distributions=False: span log-probs only, as reward
+    mode's ref worker ships them). Returns (payload, student group ids [B, width], metrics
     of how the responses end)."""
     views = build_teacher_views(
         responses, [p.messages for p in problems], world.student_tok, world.teacher_tok,
@@ -183,7 +199,7 @@ def teacher_signal(world: World, problems: list[Problem], responses: list[list[i
     payload = teacher_payload(
         logits, tb.sequences[:, -r_t:], tb.teacher_group_ids, tb.num_groups,
         temperature=world.gold.teacher_temperature, merge=world.gold.merge, topk=world.gold.teacher_topk,
-        teacher_matched=world.teacher_matched,
+        teacher_matched=world.teacher_matched, with_distributions=with_distributions,
     )
     return payload, tb.student_group_ids, response_end_metrics(views)
 
@@ -234,9 +250,10 @@ def gold_step(world: World, student, mode: str, problems: list[Problem]) -> tupl
     prompts = world.prompts(problems, "student")
     responses = generate(student, world.student_tok, prompts, sample=True)
     batch = pack(prompts, responses, world.student_tok.pad_token_id)
-    payload, groups, end_metrics = teacher_signal(world, problems, responses, batch.response_ids.shape[1])
+    with_loss = needs_teacher_distributions(replace(world.gold, mode=mode))
+    payload, groups, end_metrics = teacher_signal(world, problems, responses, batch.response_ids.shape[1], with_loss)
     logits = response_logits(student, batch.sequences, batch.attention_mask, batch.response_ids.shape[1])
-    gold_loss, metrics, logprobs, rewards = gold_terms(world, logits, batch, payload, groups, with_loss=mode == "loss")
+    gold_loss, metrics, logprobs, rewards = gold_terms(world, logits, batch, payload, groups, with_loss=with_loss)
     metrics.update(end_metrics)
     metrics["demo/student_tokens"] = int(batch.response_mask.sum())
     if mode == "loss":
@@ -308,9 +325,14 @@ def fit(world: World, model, side: str, problems: list[Problem], answers, steps:
     model.eval()
 
 
-def sft_warm_start(world: World, student, problems: list[Problem], steps: int, lr: float, batch_size: int, seed: int, progress=None) -> None:
-    """`steps` steps of sft_step (teacher samples) on random batches of `problems`, at a constant `lr`."""
+def sft_warm_start(
+    world: World, student, problems: list[Problem], steps: int, lr: float, batch_size: int, seed: int, progress=None, decay: bool = False
+) -> None:
+    """`steps` steps of sft_step (teacher samples) on random batches of `problems`, at a constant `lr`
+    (decay: falling linearly to 0, for a start that does not depend on where the last steps' noise
+    left it)."""
     opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
+    schedule = linear_decay(opt, steps) if decay else None
     generator = torch.Generator().manual_seed(seed + 3)
     for _ in range(steps):
         chosen = [problems[i] for i in torch.randint(len(problems), (batch_size,), generator=generator).tolist()]
@@ -319,6 +341,8 @@ def sft_warm_start(world: World, student, problems: list[Problem], steps: int, l
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if schedule is not None:
+            schedule.step()
         if progress is not None:
             progress.update(1)
             progress.set_postfix_str(f"student SFT warm start loss {loss.item():.3f}")

@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from gold_distillation.alignment import decode_with_spans, token_bytes
-from gold_distillation.cpu_demo import main
+from gold_distillation.cpu_demo import _DrawNext, main
 from gold_distillation.demo_task import (
     all_problems,
     answer_ids,
@@ -17,6 +18,7 @@ from gold_distillation.demo_task import (
     sentencepiece_tokenizer,
     tokenizer_corpus,
 )
+from gold_distillation.losses import LOG_FLOOR
 from gold_distillation.teacher_view import build_teacher_view
 
 
@@ -55,6 +57,24 @@ def test_answers_align_across_tokenizers(demo_tokenizers):
     assert view.student_groups.tolist() == [0, 0, 1, 2]
     assert view.teacher_groups.tolist() == [0, 1, 2]
     assert prompt_ids(teacher, [problem])[0][-1] != prompt_ids(student, [problem])[0][-1]
+
+
+def test_sampler_draws_from_the_softmax_and_never_a_token_of_probability_zero():
+    # One row of scores repeated: 6 live tokens (one at -30: allowed, too rare to be drawn here),
+    # the rest of a 300-token vocabulary at LOG_FLOOR, as the benchmark's support heads give.
+    torch.manual_seed(0)
+    live = torch.tensor([3, 17, 18, 90, 250, 299])
+    row = torch.full((300,), LOG_FLOOR)
+    row[live] = torch.tensor([0.5, -1.0, 2.0, 0.0, -3.0, -30.0])
+    n = 50_000
+    out = _DrawNext()(None, row.expand(n, -1).contiguous())
+    picks = out.argmax(-1)
+    assert torch.isin(picks, live).all()
+    assert (out.max(-1).values == 0).all() and torch.isinf(out).sum(-1).eq(299).all()
+    freq = torch.bincount(picks, minlength=300)[live].double() / n
+    p = torch.softmax(row.double(), -1)[live]
+    # Within 5 standard errors of each token's probability.
+    assert ((freq - p).abs() <= 5 * (p * (1 - p) / n).sqrt() + 1e-12).all(), (freq, p)
 
 
 def test_quick_run_learns_and_writes_its_files(tmp_path, capsys):

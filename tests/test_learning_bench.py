@@ -5,6 +5,8 @@ vocabulary), and that the GOLD loss moved the student towards the teacher."""
 import importlib.util
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,19 @@ def test_quick_benchmark_schema_and_learning(learning, tmp_path):
     # teacher's (the distance the loss minimizes, measured on greedy answers of the eval set).
     uld = curves["loss-uld"]
     assert uld[-1]["uld_distance"] < uld[0]["uld_distance"], uld
+
+
+def test_seeds_in_processes_of_their_own_match_one_process(learning, tmp_path):
+    # The command line's default: one spawned process per seed. Seed 0's curves there equal the
+    # in-process run's: each seed's randomness is its own, whatever runs beside it.
+    learning.main(["--quick", "--seeds", "0", "--methods", "reward,outcome-rl", "--jobs", "1", "--out", str(tmp_path / "one")])
+    subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--seeds", "0,1", "--methods", "reward,outcome-rl", "--jobs", "2", "--out", str(tmp_path / "two")],
+        check=True, capture_output=True,
+    )
+    one, two = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
+    assert two["seeds"] == [0, 1] and two["config"]["jobs"] == 2
+    assert two["curves"]["0"] == one["curves"]["0"]
+    assert two["curves"]["1"] != two["curves"]["0"]
+    records = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert {(r.get("seed"), r["method"]) for r in records} >= {(s, m) for s in (0, 1) for m in ("reward", "outcome-rl")}
