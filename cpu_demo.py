@@ -250,10 +250,10 @@ def gold_step(world: World, student, mode: str, problems: list[Problem]) -> tupl
     prompts = world.prompts(problems, "student")
     responses = generate(student, world.student_tok, prompts, sample=True)
     batch = pack(prompts, responses, world.student_tok.pad_token_id)
-    with_loss = needs_teacher_distributions(replace(world.gold, mode=mode))
-    payload, groups, end_metrics = teacher_signal(world, problems, responses, batch.response_ids.shape[1], with_loss)
+    distributions = needs_teacher_distributions(replace(world.gold, mode=mode))
+    payload, groups, end_metrics = teacher_signal(world, problems, responses, batch.response_ids.shape[1], distributions)
     logits = response_logits(student, batch.sequences, batch.attention_mask, batch.response_ids.shape[1])
-    gold_loss, metrics, logprobs, rewards = gold_terms(world, logits, batch, payload, groups, with_loss=with_loss)
+    gold_loss, metrics, logprobs, rewards = gold_terms(world, logits, batch, payload, groups, with_loss=distributions)
     metrics.update(end_metrics)
     metrics["demo/student_tokens"] = int(batch.response_mask.sum())
     if mode == "loss":
@@ -329,8 +329,7 @@ def sft_warm_start(
     world: World, student, problems: list[Problem], steps: int, lr: float, batch_size: int, seed: int, progress=None, decay: bool = False
 ) -> None:
     """`steps` steps of sft_step (teacher samples) on random batches of `problems`, at a constant `lr`
-    (decay: falling linearly to 0, for a start that does not depend on where the last steps' noise
-    left it)."""
+    (decay: falling linearly to 0, so that the last steps are the smallest)."""
     opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
     schedule = linear_decay(opt, steps) if decay else None
     generator = torch.Generator().manual_seed(seed + 3)
