@@ -243,13 +243,14 @@ class Setting:
         self.worlds = {"hybrid": world, "uld": replace(world, gold=GOLDConfig(hybrid=False), hybrid=None, teacher_matched=None)}
 
 
-def seed_job(seed: int, args, teacher_state: dict, setting: Setting | None = None) -> tuple[dict, list[dict]]:
-    """One seed's runs (in a process of its own unless `setting` is given): the student's warm start,
-    then every method from it. Returns (per-method results, metric records)."""
+def seed_job(seed: int, args, teacher_state: dict | None, setting: Setting | None = None) -> tuple[dict, list[dict]]:
+    """One seed's runs: the student's warm start, then every method from it. In a process of its own
+    (setting None) it builds the setting and loads the trained teacher_state; in the main process it
+    uses `setting`, whose teacher is trained. Returns (per-method results, metric records)."""
     torch.set_num_threads(1)
-    if setting is None:
+    if setting is None:  # a fresh process: its teacher is untrained until the trained weights arrive
         setting = Setting(args)
-    setting.worlds["hybrid"].teacher.load_state_dict(teacher_state)
+        setting.worlds["hybrid"].teacher.load_state_dict(teacher_state)
     records = []
     return run_seed(seed, args, setting.worlds, setting.train, setting.eval_set, records.append, sys.stdout), records
 
@@ -407,15 +408,14 @@ def main(argv=None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     records = [{"method": "teacher", **{f"eval/{k}": v for k, v in teacher_eval.items()}}]
     per_seed = {}
-    teacher_state = world.teacher.state_dict()
     with (args.out / "metrics.jsonl").open("w") as f, ExitStack() as stack:
         f.write(json.dumps(records[0]) + "\n")
         # Seeds are independent: a process each (single-threaded), args.jobs at a time.
         if min(args.jobs, len(seeds)) > 1:
             pool = stack.enter_context(ProcessPoolExecutor(min(args.jobs, len(seeds)), mp_context=multiprocessing.get_context("spawn")))
-            results = pool.map(seed_job, seeds, repeat(args), repeat(teacher_state))
+            results = pool.map(seed_job, seeds, repeat(args), repeat(world.teacher.state_dict()))
         else:
-            results = (seed_job(s, args, teacher_state, setting) for s in seeds)
+            results = (seed_job(s, args, None, setting) for s in seeds)
         for seed, (result, seed_records) in zip(seeds, results):
             per_seed[seed] = result
             records += seed_records
