@@ -175,29 +175,16 @@ def token_logprobs(model, ids):
 def gold_generator(student_path, teacher_path, student_tokenizer, multi_turn: bool, *overrides):
     """The installed SkyRL's GOLDGymGenerator (main_gold_distill) around ScriptedEngine, with the run
     config the GOLD entrypoint of that version builds: (cfg, generator)."""
-    from gold_distillation.adapters import SKYRL040, installed_skyrl
-    from gold_distillation.main_gold_distill import GOLDGymGenerator
+    from .skyrl_versions import skyrl
 
     register_env()
     settings = [
         "generator.max_turns=3", f"generator.use_conversation_multi_turn={str(multi_turn).lower()}",
         f"generator.sampling_params.max_generate_length={MAX_TOKENS}", "trainer.max_prompt_length=4096",
-        "environment.skyrl_gym.max_env_workers=0", *overrides,
+        "environment.skyrl_gym.max_env_workers=0", *skyrl.STAND_IN_ENGINE_SETTINGS, *overrides,
     ]
-    engine = ScriptedEngine(student_tokenizer, MAX_TOKENS)
-    common = dict(inference_engine_client=engine, tokenizer=student_tokenizer)
-    if installed_skyrl() == SKYRL040:
-        from .skyrl040_standins import gold_cfg
-
-        # The stand-in engine returns no sampling log-probs (0.4.0 asks for them by default).
-        cfg = gold_cfg(student_path, teacher_path, *settings, "generator.sampling_params.logprobs=null", batch_size=2)
-        generator = GOLDGymGenerator(generator_cfg=cfg.generator, skyrl_gym_cfg=cfg.environment.skyrl_gym, policy_model_name=student_path, **common)
-    else:
-        from .skyrl_standins import gold_cfg
-
-        cfg = gold_cfg(student_path, teacher_path, *settings)
-        generator = GOLDGymGenerator(generator_cfg=cfg.generator, skyrl_gym_cfg=cfg.environment.skyrl_gym, model_name=student_path, **common)
-    return cfg, generator
+    cfg = skyrl.gold_cfg(student_path, teacher_path, *settings, batch_size=2)
+    return cfg, skyrl.gym_generator(cfg, ScriptedEngine(student_tokenizer, MAX_TOKENS), student_tokenizer, student_path)
 
 
 def direct_turn_rewards(student, teacher, prompt_ids, response_ids, view):

@@ -40,6 +40,9 @@ WORKER_PROCESS_FIXES = {}
 # How the first call that needs a GPU fails on CPU: torch.distributed.init_process_group(backend=
 # "cpu:gloo,cuda:nccl") in skyrl/backends/skyrl_train/workers/worker.py, whose NCCL group needs CUDA.
 NO_GPU_ERROR = "(?s)init_process_group.*ProcessGroupNCCL"
+# Overrides for a run on a stand-in inference engine, which returns no sampling log-probs (0.4.0
+# asks for them by default).
+STAND_IN_ENGINE_SETTINGS = ("generator.sampling_params.logprobs=null",)
 # The names build_models takes from SkyRL's trainer module that need a Ray cluster.
 RAY_IN_BUILD_MODELS = ("PPORayActorGroup", "WorkerDispatch", "placement_group", "get_ray_pg_ready_with_timeout")
 config_dict = dataclasses.asdict  # a config section as plain Python

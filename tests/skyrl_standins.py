@@ -35,6 +35,8 @@ IMPORTANCE_SAMPLING_LOSS = f"{ADAPTER}.policy_losses.importance_sampling_loss"
 WORKER_PROCESS_FIXES = {"skyrl_train.distributed.fsdp_utils.MixedPrecisionPolicy": "torch.distributed.fsdp.MixedPrecisionPolicy"}
 # How the first call that needs a GPU fails on CPU (init_worker_process_group's NCCL process group).
 NO_GPU_ERROR = "(?i)nccl|cuda"
+# Overrides for a run on a stand-in inference engine (0.3.1 asks it for no sampling log-probs).
+STAND_IN_ENGINE_SETTINGS = ()
 # The names build_models takes from SkyRL's trainer module that need a Ray cluster.
 RAY_IN_BUILD_MODELS = ("PPORayActorGroup", "placement_group", "get_ray_pg_ready_with_timeout")
 config_dict = OmegaConf.to_container  # a config section as plain Python
