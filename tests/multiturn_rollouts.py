@@ -173,7 +173,7 @@ def token_logprobs(model, ids):
 
 
 def gold_generator(student_path, teacher_path, student_tokenizer, multi_turn: bool, *overrides):
-    """The installed SkyRL's GOLDGymGenerator (main_gold_distill) around ScriptedEngine, with the run
+    """The installed SkyRL's GOLDGymGenerator (its adapter's) around ScriptedEngine, with the run
     config the GOLD entrypoint of that version builds: (cfg, generator)."""
     from .skyrl_versions import skyrl
 

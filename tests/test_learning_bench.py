@@ -48,6 +48,22 @@ def test_support_head_is_the_full_vocabulary_distribution(learning, tokenizers):
     assert torch.allclose(compact, torch.log_softmax(logits, -1)[..., model.lm_head.support], atol=1e-5)
 
 
+def test_warm_start_teaches_each_candidate_answer_at_its_weight(learning):
+    # The student's start (--start-sum-rate): trained on one problem whose answer is "7" with
+    # probability 0.25 and "8" otherwise, its first answer token carries about those probabilities.
+    tok = learning.load_tokenizer(TOKENIZERS_DIR / "llama3.1-instruct")
+    support = learning.student_support(tok)
+    problem = learning.Problem("3+4=", "7")
+    prompt = tok.apply_chat_template(problem.messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    args = type("A", (), {"hidden": 32, "layers": 1})()
+    model = learning.task_model("llama", len(tok), support, list(prompt), args, seed=0)
+    learning.support_fit(model, tok, lambda ps: [list(prompt)] * len(ps), [problem], [["7", "8"]], 150, 3e-3, 256, 0, (0.25, 0.75))
+    with torch.no_grad():
+        probs = torch.softmax(model(input_ids=torch.tensor([prompt])).logits[0, -1].float(), -1)
+    seven, eight = (tok(a, add_special_tokens=False)["input_ids"][0] for a in ("7", "8"))
+    assert abs(float(probs[seven]) - 0.25) < 0.05 and abs(float(probs[eight]) - 0.75) < 0.05, (float(probs[seven]), float(probs[eight]))
+
+
 def test_quick_benchmark_schema_and_learning(learning, tmp_path):
     learning.main(["--quick", "--seeds", "0", "--out", str(tmp_path)])
     on_disk = json.loads((tmp_path / "summary.json").read_text())
