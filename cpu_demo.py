@@ -325,13 +325,9 @@ def fit(world: World, model, side: str, problems: list[Problem], answers, steps:
     model.eval()
 
 
-def sft_warm_start(
-    world: World, student, problems: list[Problem], steps: int, lr: float, batch_size: int, seed: int, progress=None, decay: bool = False
-) -> None:
-    """`steps` steps of sft_step (teacher samples) on random batches of `problems`, at a constant `lr`
-    (decay: falling linearly to 0, so that the last steps are the smallest)."""
+def sft_warm_start(world: World, student, problems: list[Problem], steps: int, lr: float, batch_size: int, seed: int, progress=None) -> None:
+    """`steps` steps of sft_step (teacher samples) on random batches of `problems`, at a constant `lr`."""
     opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
-    schedule = linear_decay(opt, steps) if decay else None
     generator = torch.Generator().manual_seed(seed + 3)
     for _ in range(steps):
         chosen = [problems[i] for i in torch.randint(len(problems), (batch_size,), generator=generator).tolist()]
@@ -340,8 +336,6 @@ def sft_warm_start(
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if schedule is not None:
-            schedule.step()
         if progress is not None:
             progress.update(1)
             progress.set_postfix_str(f"student SFT warm start loss {loss.item():.3f}")

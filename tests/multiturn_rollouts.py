@@ -8,6 +8,7 @@ import torch
 from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput
 from skyrl_gym.envs.registration import register, registry
 
+from gold_distillation.multiturn_view import assistant_runs
 from gold_distillation.teacher_view import continuation_backend
 
 ENV_NAME = "gold_test_scripted"
@@ -150,13 +151,7 @@ def student_turn_texts(tokenizer, response_ids, loss_mask, multi_turn, end_ids):
     """Each assistant turn's text (a final end token excluded, where the turn ends its message) as
     the student's tokenizer decodes it in its assistant message: with use_conversation_multi_turn
     every turn is a message, else the whole response is one."""
-    runs, start = [], None
-    for i, bit in enumerate(list(loss_mask) + [0]):
-        if bit and start is None:
-            start = i
-        elif not bit and start is not None:
-            runs.append((start, i))
-            start = None
+    runs = assistant_runs(loss_mask).tolist()
     texts = []
     for k, (a, b) in enumerate(runs):
         closes = multi_turn or k == len(runs) - 1
